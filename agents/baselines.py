@@ -1,0 +1,98 @@
+"""The baseline teachers every comparison needs.
+
+- ``ce``: no teacher; the same student, data, batches and budget trained with plain cross-entropy.
+- ``fixed``: the DLN frozen at its initialisation (zero action).
+- ``random``: uniform random actions, seeded.
+- ``hypergrad``: memoryless gradient teacher, ``phi <- phi - lr * loss_grad`` (the paper's
+  "without memory" ablation). The move is clipped to the env's action bound, so like the LSTM
+  teacher it moves phi by at most ``action_scale`` per coordinate per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agents.base import BaseTeacher, register_teacher
+
+
+def _zeros(env) -> np.ndarray:
+    return np.zeros(env.action_space.shape, dtype=np.float32)
+
+
+@register_teacher("ce")
+class CrossEntropyTeacher(BaseTeacher):
+    """Trains the student on plain cross-entropy (the env's ``ce`` loss family has no parameters)."""
+
+    env_kwargs = {"loss": "ce", "lookahead": "off"}
+
+    def act(self, obs: Any) -> np.ndarray:
+        return _zeros(self.env)
+
+
+@register_teacher("fixed")
+class FixedTeacher(BaseTeacher):
+    """Leaves the DLN at its random initialisation: what the student learns from an untaught loss."""
+
+    env_kwargs = {"lookahead": "off"}
+
+    def act(self, obs: Any) -> np.ndarray:
+        return _zeros(self.env)
+
+
+@register_teacher("random")
+class RandomTeacher(BaseTeacher):
+    """Uniform actions in [-1, 1]; the stream is fixed by ``seed`` and the episode's seed."""
+
+    env_kwargs = {"lookahead": "off"}
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+
+    def reset(self, env) -> None:
+        super().reset(env)
+        episode_seed = env.unwrapped.np_random_seed
+        self.rng = np.random.default_rng([self.seed, max(int(episode_seed), 0)])
+
+    def act(self, obs: Any) -> np.ndarray:
+        space = self.env.action_space
+        return self.rng.uniform(space.low, space.high).astype(np.float32)
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed = state["seed"]
+        self.rng.bit_generator.state = state["rng"]
+
+
+@register_teacher("hypergrad")
+class HypergradientTeacher(BaseTeacher):
+    """Plain gradient descent on phi along the observed hypergradient, with no memory.
+
+    ``action = clip(lr * loss_grad / action_scale, -1, 1)`` gives ``phi <- phi - lr * loss_grad``
+    wherever the move is inside the env's per-coordinate bound of ``action_scale``.
+    """
+
+    env_kwargs = {"lookahead": "K"}
+
+    def __init__(self, lr: float = 10.0) -> None:
+        super().__init__()
+        if not lr > 0:
+            raise ValueError(f"hypergrad: lr={lr!r}, expected > 0")
+        self.lr = float(lr)
+
+    def act(self, obs: Any) -> np.ndarray:
+        if "loss_grad" not in obs:
+            raise ValueError("the hypergrad teacher needs the env's loss_grad observation (lookahead='K' or 1)")
+        scale = self.env.unwrapped.action_scale
+        return np.clip(self.lr * obs["loss_grad"] / scale, -1.0, 1.0).astype(np.float32)
+
+    def state_dict(self) -> dict:
+        return {"lr": self.lr}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lr = float(state["lr"])

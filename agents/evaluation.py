@@ -1,0 +1,83 @@
+"""Run a teacher on an env for an episode and record what happened: one plain function."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional
+
+import gymnasium as gym
+
+from agents.base import Teacher
+
+CURVE_KEYS = ("val_loss", "val_acc", "train_loss", "train_acc", "loss_value", "grad_norm")
+
+
+@dataclass
+class EpisodeRecord:
+    """One teaching episode: per-step curves and the final student's metrics.
+
+    ``curves["val_loss"]`` and ``curves["val_acc"]`` start with the value before teaching (one more
+    entry than steps); the other curves hold one entry per teaching step.
+    """
+
+    teacher: str
+    task: str
+    seed: int
+    steps: int = 0
+    student_steps: int = 0
+    diverged: bool = False
+    wall_time: float = 0.0
+    final: dict = field(default_factory=dict)
+    curves: dict = field(default_factory=lambda: {k: [] for k in (*CURVE_KEYS, "reward")})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_episode(
+    env: gym.Env,
+    teacher: Teacher,
+    seed: int,
+    on_step: Optional[Callable[[int, dict], Any]] = None,
+) -> EpisodeRecord:
+    """Teach one student from ``reset(seed=seed)`` to the episode's end.
+
+    ``on_step(t, info)`` is called after each step (a progress bar, a logger).
+    """
+    task = getattr(env.unwrapped, "config", None)
+    record = EpisodeRecord(teacher=teacher.name, task=getattr(task, "name", "?"), seed=int(seed))
+    start = time.perf_counter()
+    obs, info = env.reset(seed=int(seed))
+    teacher.reset(env)
+    record.curves["val_loss"].append(info["val_loss"])
+    record.curves["val_acc"].append(info["val_acc"])
+    done = False
+    while not done:
+        action = teacher.act(obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+        teacher.observe(obs, reward, terminated, truncated, info)
+        done = terminated or truncated
+        for key in CURVE_KEYS:
+            record.curves[key].append(info[key])
+        record.curves["reward"].append(reward)
+        record.steps += 1
+        if on_step is not None:
+            on_step(record.steps, info)
+    record.wall_time = time.perf_counter() - start
+    record.student_steps = info["student_steps"]
+    record.diverged = bool(info["diverged"])
+    record.final = dict(info["final"])
+    return record
+
+
+def make_env(teacher: Teacher, task: Any = "digits-mlp", **env_kwargs: Any) -> gym.Env:
+    """``gym.make("L2T-v0")`` with what the teacher needs (``teacher.env_kwargs``) under the caller's.
+
+    A caller's keyword that contradicts the teacher's requirement raises rather than run a
+    different experiment than asked for.
+    """
+    for key, value in teacher.env_kwargs.items():
+        if key in env_kwargs and env_kwargs[key] != value:
+            raise ValueError(f"teacher {teacher.name!r} needs {key}={value!r}, got {key}={env_kwargs[key]!r}")
+    return gym.make("L2T-v0", task=task, **{**env_kwargs, **teacher.env_kwargs})

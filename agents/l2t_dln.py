@@ -1,0 +1,187 @@
+"""The L2T-DLN teacher: a coordinate-wise LSTM that learns to update the Dynamic Loss Network.
+
+Faithful to the authors' code (METHOD.md section 1); one teacher iteration, in order:
+
+1. **Student stage (look-ahead).** The env's ``loss_grad`` observation is
+   ``g = dL_val/dphi`` through a differentiable K-step unroll of the student from theta_0.
+2. **DLN stage.** The LSTM ``m_psi`` maps ``pre(g)`` (Andrychowicz et al.'s preprocessing, p = 10)
+   to ``u`` in (-1, 1) per DLN coordinate; ``phi' = phi - 1e-3 * u`` (the env's ``action_scale``).
+3. **Teacher stage and commit.** The student is unrolled again from theta_0 under ``phi'(psi)``
+   (``env.unrolled_val_loss``), one Adam step is taken on psi with ``dL'_val/dpsi``, and ``u`` is
+   committed with ``env.step``, which reuses that unroll: two unrolls per iteration, as the reference.
+
+The LSTM's hidden and cell states carry over between iterations (the teacher's "memory") and are
+detached each iteration (or every ``memory_truncation`` iterations, an option beyond the code).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from agents.base import BaseTeacher, register_teacher
+
+LSTMState = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def preprocess_gradient(g: torch.Tensor, p: float = 10.0) -> torch.Tensor:
+    """Andrychowicz et al. (2016): ``(log|g|/p, sign g)`` if ``|g| >= e^-p``, else ``(-1, e^p g)``."""
+    big = g.abs() >= math.exp(-p)
+    log_part = torch.where(big, g.abs().clamp_min(math.exp(-p)).log() / p, torch.full_like(g, -1.0))
+    sign_part = torch.where(big, torch.sign(g), g * math.exp(p))
+    return torch.stack([log_part, sign_part], dim=-1)
+
+
+class CoordinateLSTM(nn.Module):
+    """Stacked LSTMCells shared by every coordinate of phi (each coordinate is a batch row).
+
+    Default 2 -> 64 -> 64 -> 64 -> 1: 84,236 parameters. The output is the last cell's hidden
+    state, in (-1, 1).
+    """
+
+    def __init__(self, input_size: int = 2, hidden: int = 64, layers: int = 4) -> None:
+        super().__init__()
+        sizes = [input_size] + [hidden] * (layers - 1) + [1]
+        self.cells = nn.ModuleList(nn.LSTMCell(sizes[i], sizes[i + 1]) for i in range(layers))
+
+    def initial_state(self, n: int, device: torch.device, dtype: torch.dtype) -> LSTMState:
+        return [
+            (torch.zeros(n, c.hidden_size, device=device, dtype=dtype),) * 2 for c in self.cells
+        ]
+
+    def forward(self, x: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
+        new_state = []
+        h = x
+        for cell, (h_prev, c_prev) in zip(self.cells, state):
+            h, c = cell(h, (h_prev, c_prev))
+            new_state.append((h, c))
+        return h.squeeze(-1), new_state
+
+
+@dataclass
+class L2TDLNConfig:
+    """The teacher's settings; the defaults are the reference code's."""
+
+    hidden: int = 64
+    layers: int = 4
+    #: gradient preprocessing constant p
+    preprocess_p: float = 10.0
+    #: Adam learning rate of the teacher
+    lr: float = 1e-3
+    #: also feed the env's student-state vector to every coordinate (the paper's "student states")
+    student_state_inputs: bool = False
+    #: iterations of backpropagation through the LSTM's memory (1 = the reference: detach each one)
+    memory_truncation: int = 1
+    #: take the teacher's gradient from stage 1's hypergradient instead of a second unroll
+    first_order: bool = False
+    #: seed of the LSTM's initial weights
+    seed: int = 0
+
+
+@register_teacher("l2t-dln")
+class L2TDLNTeacher(BaseTeacher):
+    """The reference agent of ``L2T-v0``; see the module docstring for the iteration."""
+
+    env_kwargs = {"lookahead": "K", "action_mode": "full"}
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__()
+        self.config = L2TDLNConfig(**config)
+        cfg = self.config
+        if cfg.memory_truncation < 1:
+            raise ValueError(f"memory_truncation={cfg.memory_truncation}, expected >= 1")
+        self.n_student_features = 8 if cfg.student_state_inputs else 0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.lstm = CoordinateLSTM(2 + self.n_student_features, cfg.hidden, cfg.layers)
+        self.optimizer = torch.optim.Adam(self.lstm.parameters(), lr=cfg.lr)
+        self.state: Optional[LSTMState] = None
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (u, dL/du) awaiting backward
+        self.iterations = 0
+
+    # ------------------------------------------------------------------ episode
+    def reset(self, env) -> None:
+        super().reset(env)
+        core = env.unwrapped
+        if core.action_mode != "full" or not core.lookahead_steps:
+            raise ValueError("the l2t-dln teacher needs action_mode='full' and a look-ahead (lookahead='K')")
+        self.lstm.to(device=core.device, dtype=core.dtype)
+        for slot in self.optimizer.state.values():  # Adam's moments follow the weights
+            for key, value in slot.items():
+                if torch.is_tensor(value) and key != "step":
+                    slot[key] = value.to(device=core.device, dtype=core.dtype)
+        self.state = self.lstm.initial_state(core.n_phi, core.device, core.dtype)
+        self._pending = []
+
+    # ------------------------------------------------------------------ one teacher iteration
+    def act(self, obs: Any) -> torch.Tensor:
+        env = self.env.unwrapped
+        # Stage 1 (student stage): the hypergradient g = dL_val/dphi, computed by the env's look-ahead.
+        g = env.loss_grad
+        # Stage 2 (DLN stage): u = m_psi(pre(g)); phi' = phi - 1e-3 * u.
+        x = preprocess_gradient(g, self.config.preprocess_p)
+        if self.n_student_features:
+            s = torch.as_tensor(obs["student"], device=g.device, dtype=g.dtype)
+            x = torch.cat([x, s.expand(len(g), -1)], dim=1)
+        with torch.set_grad_enabled(self.learning):
+            u, self.state = self.lstm(x, self.state)
+        if self.learning:
+            # Stage 3 (teacher stage): dL'_val/du, then one Adam step on psi through the LSTM.
+            if self.config.first_order:
+                # phi moves by at most action_scale per coordinate, so L_val(phi') is linear in u
+                # to high accuracy: dL'/du ~= dL/dphi * dphi'/du = -action_scale * g.
+                grad_u = -env.action_scale * g
+            else:
+                u_leaf = u.detach().requires_grad_(True)
+                val_loss = env.unrolled_val_loss(env.phi_after(u_leaf))  # kept by env for the commit
+                (grad_u,) = torch.autograd.grad(val_loss, u_leaf)
+            self._pending.append((u, grad_u))
+            self.iterations += 1
+            if self.iterations % self.config.memory_truncation == 0:
+                self._teacher_update()
+        else:
+            self.state = [(h.detach(), c.detach()) for h, c in self.state]
+        # The commit: env.step(u) sets phi <- phi' and, in the faithful mode, reuses stage 3's unroll.
+        return u.detach()
+
+    def _teacher_update(self) -> None:
+        """Backpropagate the pending dL/du through the LSTM (and its memory), step Adam, detach."""
+        us, grads = zip(*self._pending)
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.autograd.backward(list(us), list(grads))
+        self.optimizer.step()
+        self._pending = []
+        self.state = [(h.detach(), c.detach()) for h, c in self.state]
+
+    def observe(self, obs: Any, reward: float, terminated: bool, truncated: bool, info: dict) -> None:
+        if (terminated or truncated) and self._pending:
+            self._teacher_update()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        to_cpu = lambda t: t.detach().cpu()  # noqa: E731
+        return {
+            "config": asdict(self.config),
+            "lstm": {k: to_cpu(v) for k, v in self.lstm.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "memory": None if self.state is None else [(to_cpu(h), to_cpu(c)) for h, c in self.state],
+            "iterations": self.iterations,
+            "learning": self.learning,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["config"] != asdict(self.config):
+            self.__init__(**state["config"])
+        self.lstm.load_state_dict(state["lstm"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        device = next(self.lstm.parameters()).device
+        self.state = None if state["memory"] is None else [(h.to(device), c.to(device)) for h, c in state["memory"]]
+        self.iterations = state["iterations"]
+        self.learning = state["learning"]
+
+    def numel(self) -> int:
+        return sum(p.numel() for p in self.lstm.parameters())

@@ -1,0 +1,42 @@
+"""``l2t``: the command line (``l2t teach``, ``l2t bench``, ``l2t list``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from l2t_bench import bench, teach
+
+
+def list_things(args: argparse.Namespace) -> int:
+    from agents import available_teachers
+    from l2t_env.config_files import builtin_names
+
+    print("tasks:    " + ", ".join(builtin_names("tasks")))
+    print("teachers: " + ", ".join(available_teachers()))
+    print("benches:  " + ", ".join(builtin_names("bench")))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="l2t", description="Learning to teach with dynamic loss functions.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    teach.add_parser(sub)
+    bench.add_parser(sub)
+    p = sub.add_parser("list", help="list built-in tasks, teachers and benchmark configs")
+    p.set_defaults(func=list_things)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""``l2t teach``: teach one student with one teacher and report the result."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from l2t_bench.options import parse_overrides, write_json
+from l2t_env.config_files import read_yaml
+
+DEFAULTS = {"teacher": "l2t-dln", "task": "digits-mlp", "seed": 0, "out": "runs/teach", "device": "auto"}
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("teach", help="teach one student with one teacher and report the result")
+    p.add_argument("--config", help="YAML file with any of: teacher, task, seed, out, device, task_overrides, env_kwargs, teacher_kwargs")
+    p.add_argument("--teacher", help=f"teacher name (default {DEFAULTS['teacher']}); `l2t list` shows them")
+    p.add_argument("--task", help=f"built-in task or task YAML (default {DEFAULTS['task']})")
+    p.add_argument("--seed", type=int, help="episode seed: fixes split, student and DLN init, batches, augmentation")
+    p.add_argument("--set", dest="task_set", action="append", metavar="KEY=VALUE", help="task override, e.g. --set teaching_steps=50")
+    p.add_argument("--env-arg", action="append", metavar="KEY=VALUE", help="env argument, e.g. --env-arg reward=neg_val_loss")
+    p.add_argument("--teacher-arg", action="append", metavar="KEY=VALUE", help="teacher argument, e.g. --teacher-arg lr=0.01")
+    p.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--out", help=f"output folder for the JSON record (default {DEFAULTS['out']})")
+    p.add_argument("--save", help="save the teacher's state here after the episode")
+    p.add_argument("--load", help="load a saved teacher before the episode")
+    p.add_argument("--frozen", action="store_true", help="act only, do not learn (use with --load to test transfer)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults, then the config file, then the command line."""
+    settings: dict[str, Any] = {**DEFAULTS, "task_overrides": {}, "env_kwargs": {}, "teacher_kwargs": {}}
+    if args.config:
+        from_file = read_yaml(args.config)
+        unknown = sorted(set(from_file) - set(settings))
+        if unknown:
+            raise SystemExit(f"error: {args.config}: unknown key(s) {unknown}; valid: {sorted(settings)}")
+        settings.update(from_file)
+    for key in ("teacher", "task", "seed", "out", "device"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    settings["task_overrides"] = {**settings["task_overrides"], **parse_overrides(args.task_set, "task")}
+    settings["env_kwargs"] = {**settings["env_kwargs"], **parse_overrides(args.env_arg, "env")}
+    settings["teacher_kwargs"] = {**settings["teacher_kwargs"], **parse_overrides(args.teacher_arg, "teacher")}
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    import l2t_env  # noqa: F401  (registers L2T-v0)
+    from agents import make_env, make_teacher, run_episode
+
+    console = Console()
+    s = resolve_settings(args)
+    teacher = make_teacher(s["teacher"], **s["teacher_kwargs"])
+    if args.load:
+        teacher.load(args.load)
+    if args.frozen:
+        teacher.learning = False
+    env = make_env(teacher, s["task"], device=s["device"], **s["env_kwargs"], **s["task_overrides"])
+    cfg = env.unwrapped.config
+    console.print(
+        f"teaching [bold]{cfg.name}[/] with [bold]{teacher.name}[/] (seed {s['seed']}, {cfg.teaching_steps} steps "
+        f"x K={cfg.unroll_steps}, device {env.unwrapped.device}, {'frozen' if not teacher.learning else 'online'})"
+    )
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("val acc {task.fields[acc]:.3f}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=args.quiet,
+    ) as progress:
+        bar = progress.add_task("teaching", total=cfg.teaching_steps, acc=float("nan"))
+        record = run_episode(env, teacher, s["seed"], on_step=lambda t, info: progress.update(bar, completed=t, acc=info["val_acc"]))
+    table = Table(title=f"{teacher.name} on {cfg.name}, seed {s['seed']}")
+    table.add_column("split")
+    table.add_column("accuracy", justify="right")
+    table.add_column("loss (CE)", justify="right")
+    for split in ("train", "val", "test"):
+        table.add_row(split, f"{record.final[split + '_acc']:.4f}", f"{record.final[split + '_loss']:.4f}")
+    console.print(table)
+    console.print(f"wall time {record.wall_time:.1f} s, {record.student_steps} student steps" + (", DIVERGED" if record.diverged else ""))
+    out = Path(s["out"]) / f"{teacher.name}_{cfg.name}_seed{s['seed']}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    write_json(out, {"settings": s, "task": cfg.to_dict(), "record": record.to_dict()})
+    console.print(f"record: {out}")
+    if args.save:
+        teacher.save(args.save)
+        console.print(f"teacher saved: {args.save}")
+    return 0

@@ -1,0 +1,150 @@
+"""Data on the student's device, split and batched by seeded generators (no DataLoader).
+
+The per-seed train/val split, the batch order and the augmentation all come from generators
+seeded by the episode seed, so one seed fixes every random choice of the data pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from l2t_env.tasks import RawData, TaskConfig
+
+
+def load_digits(config: TaskConfig) -> RawData:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes); no download.
+
+    The test split (20%) is fixed by ``dataset_kwargs.test_seed`` (default 0) so that every
+    episode seed reports on the same images; inputs are scaled to [0, 1] (pixel values / 16).
+    ``dataset_kwargs.image=True`` keeps the 1x8x8 image shape for convolutional students.
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    kwargs = dict(config.dataset_kwargs)
+    test_seed = int(kwargs.pop("test_seed", 0))
+    as_image = bool(kwargs.pop("image", False))
+    if kwargs:
+        raise ValueError(f"digits: unknown dataset_kwargs {sorted(kwargs)}; valid: ['image', 'test_seed']")
+    bunch = sk_load_digits()
+    x = torch.tensor(bunch.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    if as_image:
+        x = x.view(-1, 1, 8, 8)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(test_seed))
+    n_test = len(x) // 5
+    test, pool = order[:n_test], order[n_test:]
+    return RawData(x[pool], y[pool], x[test], y[test], num_classes=10)
+
+
+@dataclass
+class Splits:
+    """Train / validation / test tensors on one device."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+
+def split_data(raw: RawData, val_fraction: float, seed: int, device: torch.device, dtype: torch.dtype) -> Splits:
+    """Split the pool into train/val by ``seed`` and move everything to ``device`` once."""
+    n = len(raw.x_pool)
+    n_val = max(1, int(round(n * val_fraction)))
+    if n - n_val < 1:
+        raise ValueError(f"val_fraction={val_fraction} leaves no training examples out of {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+
+    def put(x: torch.Tensor, floating: bool) -> torch.Tensor:
+        return x.to(device=device, dtype=dtype if floating else torch.long)
+
+    return Splits(
+        put(raw.x_pool[train_idx], True),
+        put(raw.y_pool[train_idx], False),
+        put(raw.x_pool[val_idx], True),
+        put(raw.y_pool[val_idx], False),
+        put(raw.x_test, True),
+        put(raw.y_test, False),
+        raw.num_classes,
+    )
+
+
+class EpochSampler:
+    """Draws index batches from a seeded, per-epoch permutation (what a shuffling DataLoader does).
+
+    Indices are drawn on the CPU (so the stream is the same on every device) and moved once per
+    call; ``draw(k, b)`` returns a ``[k, b]`` index tensor on ``device``.
+    """
+
+    def __init__(self, n: int, seed: int, device: torch.device) -> None:
+        self.n = n
+        self.device = device
+        self.generator = torch.Generator().manual_seed(seed)
+        self._order = torch.randperm(n, generator=self.generator)
+        self._pos = 0
+
+    def draw(self, k: int, batch_size: int) -> torch.Tensor:
+        need = k * batch_size
+        chunks = []
+        while need > 0:
+            if self._pos >= self.n:
+                self._order = torch.randperm(self.n, generator=self.generator)
+                self._pos = 0
+            take = min(need, self.n - self._pos)
+            chunks.append(self._order[self._pos : self._pos + take])
+            self._pos += take
+            need -= take
+        return torch.cat(chunks).view(k, batch_size).to(self.device, non_blocking=True)
+
+
+Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class Batches:
+    """The data of one teaching step: K training batches and one look-ahead validation batch."""
+
+    x: torch.Tensor  # [K, B, ...]
+    y: torch.Tensor  # [K, B]
+    x_val: torch.Tensor  # [V, ...]
+    y_val: torch.Tensor  # [V]
+
+
+class BatchStream:
+    """Seeded stream of :class:`Batches` for one episode."""
+
+    def __init__(
+        self,
+        splits: Splits,
+        batch_size: int,
+        steps: int,
+        val_batch_size: int,
+        seed: int,
+        augment: Optional[Augmentation] = None,
+    ) -> None:
+        self.splits = splits
+        self.batch_size = batch_size
+        self.steps = steps
+        self.val_batch_size = min(val_batch_size, len(splits.x_val))
+        device = splits.x_train.device
+        seeds = torch.randint(0, 2**62, (3,), generator=torch.Generator().manual_seed(seed)).tolist()
+        self.train_sampler = EpochSampler(len(splits.x_train), seeds[0], device)
+        self.val_sampler = EpochSampler(len(splits.x_val), seeds[1], device)
+        self.augment = augment
+        self.augment_generator = torch.Generator().manual_seed(seeds[2])
+
+    def next(self) -> Batches:
+        s = self.splits
+        idx = self.train_sampler.draw(self.steps, self.batch_size)
+        x = s.x_train[idx]
+        if self.augment is not None:
+            flat = x.flatten(0, 1)
+            x = self.augment(flat, self.augment_generator).view_as(x)
+        vidx = self.val_sampler.draw(1, self.val_batch_size)[0]
+        return Batches(x, s.y_train[idx], s.x_val[vidx], s.y_val[vidx])

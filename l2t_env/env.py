@@ -1,0 +1,563 @@
+"""The ``L2T-v0`` environment: a student's training, taught through its loss function."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+
+from l2t_env.data import BatchStream, Batches, split_data
+from l2t_env.functional import FunctionalStudent, UnrollStats, evaluate, sgd_unroll
+from l2t_env.losses import LossFamily, make_loss_family
+from l2t_env.tasks import AUGMENTATIONS, RawData, TaskConfig, build_student, load_raw_data, load_task, resolve
+
+STUDENT_FEATURES = (
+    "progress",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "loss_value",
+    "grad_norm",
+    "lr",
+)
+_STUDENT_LOW = np.array([0.0, 0.0, 0.0, 0.0, 0.0, -1e6, 0.0, 0.0], dtype=np.float32)
+_STUDENT_HIGH = np.array([1.0, 1e6, 1.0, 1e6, 1.0, 1e6, 1e6, 1e6], dtype=np.float32)
+VECTOR_BOUND = 1e6
+REWARDS = ("val_loss_decrease", "val_acc_increase", "neg_val_loss")
+ACTION_MODES = ("full", "layer", "global")
+_RAW_CACHE: dict[tuple, RawData] = {}
+
+
+def _resolve_device(device: Union[str, torch.device]) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _cached_raw_data(config: TaskConfig) -> RawData:
+    """Loading CIFAR takes seconds; keep one copy per data set and options in this process."""
+    if isinstance(config.dataset, RawData):
+        return config.dataset
+    key = (config.dataset, repr(sorted(config.dataset_kwargs.items())), config.data_root)
+    if key not in _RAW_CACHE:
+        _RAW_CACHE[key] = load_raw_data(config)
+    return _RAW_CACHE[key]
+
+
+@dataclass
+class _Unroll:
+    """A differentiable look-ahead kept so that committing the same phi needs no second run."""
+
+    step: int
+    phi: torch.Tensor
+    params: list[torch.Tensor]
+    buffers: list[torch.Tensor]
+    stats: UnrollStats
+
+
+class L2TEnv(gym.Env):
+    """
+    ## Description
+
+    A student network trains on a real task with plain SGD on a *taught* loss, here the Dynamic
+    Loss Network (DLN) of L2T-DLN (Hai et al., NeurIPS 2023). Each step the teacher (the agent)
+    changes the loss network's parameters phi; the student then takes K SGD steps on the new loss.
+    The teacher sees the student's state and the loss network's state, including the loss state of
+    L2T-DLN: the gradient of the validation cross-entropy with respect to phi through a
+    differentiable look-ahead of the student's next K steps. See ``METHOD.md`` for the equations.
+
+    ## Action Space
+
+    ``Box(-1, 1, (n_phi,), float32)``, with ``n_phi`` the number of loss-network parameters
+    (5,000 for the default DLN). The step is ``phi <- phi - action_scale * action`` (default
+    ``action_scale = 1e-3``, the reference value), so an action is a signed per-coordinate move, as
+    the output of the L2T-DLN LSTM teacher. Float actions (numpy or torch) of exactly this shape,
+    finite and within [-1, 1], are accepted; anything else raises and leaves the env unchanged.
+
+    Low-dimensional modes for standard RL agents (``action_mode``), both needing the look-ahead:
+
+    - ``"layer"``: ``Box(-1, 1, (n_layers,))``, one scale per loss-network layer (5 for the DLN).
+      Layer l moves by ``action_scale * a_l * clip(g_l / rms(g_l), -1, 1)`` downhill, with ``g``
+      the ``loss_grad`` observation; ``a_l = 1`` is a normalised hypergradient step.
+    - ``"global"``: ``Box(-1, 1, (1,))``, one scale for all layers, the same rule.
+
+    ## Observation Space
+
+    A ``Dict`` of float32 Boxes (or their concatenation with ``observation_mode="flat"``):
+
+    | key           | shape       | meaning                                                      | min  | max |
+    |---------------|-------------|--------------------------------------------------------------|------|-----|
+    | `student`     | (8,)        | student state, table below                                   | below| below|
+    | `loss_grad`   | (n_phi,)    | d(val CE)/d(phi) through a look-ahead of the next K steps    | -1e6 | 1e6 |
+    | `loss_params` | (n_phi,)    | phi, the current loss-network parameters                     | -1e6 | 1e6 |
+
+    ``loss_grad`` is absent with ``lookahead="off"``. With ``lookahead=1`` it unrolls one step
+    instead of K. The look-ahead starts from the current student and uses exactly the K training
+    batches and the validation batch (``val_batch_size``) that the next step will use, so it is
+    stage 1 of the L2T-DLN iteration.
+
+    | index | `student` entry | meaning                                                         | min  | max |
+    |-------|-----------------|-----------------------------------------------------------------|------|-----|
+    | 0     | progress        | teaching steps taken / teaching_steps                           | 0    | 1   |
+    | 1     | train_loss      | mean CE on the last K training batches (at each step's input)   | 0    | 1e6 |
+    | 2     | train_acc       | accuracy on the same batches                                    | 0    | 1   |
+    | 3     | val_loss        | CE on the fixed validation subset (eval mode)                   | 0    | 1e6 |
+    | 4     | val_acc         | accuracy on the fixed validation subset                         | 0    | 1   |
+    | 5     | loss_value      | mean taught (DLN) loss over the last K steps                    | -1e6 | 1e6 |
+    | 6     | grad_norm       | L2 norm of the student's gradient at the last of the K steps    | 0    | 1e6 |
+    | 7     | lr              | the student's learning rate                                     | 0    | 1e6 |
+
+    After ``reset`` entries 1, 2, 5 and 6 are measured at the initial student on the first K
+    batches (no update). Non-finite values (a diverged student) are mapped to the bounds.
+
+    ## Rewards
+
+    ``reward="val_loss_decrease"`` (default): the decrease of the validation cross-entropy on the
+    fixed validation subset over the step, ``val_loss(before) - val_loss(after)``. Alternatives:
+    ``"val_acc_increase"`` (``val_acc(after) - val_acc(before)``) and ``"neg_val_loss"``
+    (``-val_loss(after)``). The fixed subset is the first ``reward_val_size`` images of the
+    seed's validation split (all of it when 0). The test split never enters reward or observation.
+    A step whose student diverges gets ``divergence_penalty`` (default -10) instead.
+
+    ## Starting State
+
+    ``reset(seed=s)`` draws, from ``s`` alone: the train/val split, the student's initial
+    weights, phi's initialisation (Kaiming-normal, fan_out), the batch order, and the
+    augmentation. On CPU equal seeds and equal actions give bit-identical observations and rewards.
+
+    ## Episode End
+
+    1. Termination: the student diverges (a non-finite loss, gradient or parameter);
+       ``info["diverged"] = True`` and the reward is ``divergence_penalty``.
+    2. Truncation: after the task's ``teaching_steps`` steps.
+
+    On the last step ``info`` also holds ``test_loss`` and ``test_acc`` of the final student, and
+    ``info["final"]``: loss and accuracy on the whole train, val and test splits.
+    The env is usable again after ``reset``.
+
+    ## Arguments
+
+    | parameter            | type                   | default               | description                                              |
+    |----------------------|------------------------|-----------------------|----------------------------------------------------------|
+    | `task`               | str, path, TaskConfig  | `"digits-mlp"`        | built-in task name, a task YAML, or a config             |
+    | `loss`               | str or LossFamily      | `"dln"`               | the taught loss family (`dln`, `dlf`, `ce`)              |
+    | `loss_kwargs`        | dict                   | `{}`                  | e.g. `{"hidden": [40, 40, 40, 40]}` for the DLN          |
+    | `action_scale`       | float                  | `1e-3`                | phi <- phi - action_scale * action                       |
+    | `lookahead`          | `"K"`, int, `"off"`    | `"K"`                 | horizon of the `loss_grad` look-ahead                    |
+    | `reward`             | str                    | `"val_loss_decrease"` | one of the rewards above                                 |
+    | `divergence_penalty` | float                  | `-10.0`               | reward of a step whose student diverged                  |
+    | `observation_mode`   | `"dict"` or `"flat"`   | `"dict"`              | flat = one Box, the Dict flattened                       |
+    | `action_mode`        | str                    | `"full"`              | `full`, `layer` or `global` (see Action Space)           |
+    | `device`             | str                    | `"auto"`              | `"auto"` picks CUDA when present                         |
+    | `dtype`              | str or torch.dtype     | `"float32"`           | `"float64"` for finite-difference checks                 |
+    | `**task_overrides`   |                        |                       | any `TaskConfig` field, e.g. `lr=0.05, teaching_steps=50`|
+
+    ## Differentiable hooks (on ``env.unwrapped``)
+
+    - ``phi``: the current loss parameters (a detached tensor on the student's device).
+    - ``loss_grad``: the latest look-ahead hypergradient (the observation's, unclipped, on device).
+    - ``phi_after(action)``: ``phi - action_scale * action`` as the env computes it (keeps the
+      action's graph), so a teacher's phi' and the env's agree bit for bit.
+    - ``unrolled_val_loss(phi)``: the validation CE after a differentiable K-step unroll from the
+      current student under ``phi`` on the next step's batches: a scalar tensor with graph.
+    - ``commit_phi(phi)``: a full ``step`` that sets phi directly (no action bound).
+    A ``step`` or ``commit_phi`` to the phi of the most recent unroll reuses that unroll's student
+    instead of recomputing it (``info["reused_unroll"]``).
+
+    ## Vectorized environment
+
+    Not yet native; use ``gym.make_vec("L2T-v0", num_envs=n, vectorization_mode="sync")``.
+
+    ## Version History
+
+    * v0: initial version.
+
+    Example:
+        >>> import gymnasium as gym, l2t_env
+        >>> env = gym.make("L2T-v0", teaching_steps=2)
+        >>> obs, info = env.reset(seed=0)
+        >>> sorted(obs), obs["loss_params"].shape
+        (['loss_grad', 'loss_params', 'student'], (5000,))
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        task: Union[str, TaskConfig, None] = None,
+        *,
+        loss: Union[str, LossFamily] = "dln",
+        loss_kwargs: Optional[dict] = None,
+        action_scale: float = 1e-3,
+        lookahead: Union[str, int, None] = "K",
+        reward: str = "val_loss_decrease",
+        divergence_penalty: float = -10.0,
+        observation_mode: str = "dict",
+        action_mode: str = "full",
+        device: Union[str, torch.device] = "auto",
+        dtype: Union[str, torch.dtype] = "float32",
+        **task_overrides: Any,
+    ) -> None:
+        super().__init__()
+        self.config = load_task(task, **task_overrides)
+        if reward not in REWARDS:
+            raise ValueError(f"unknown reward {reward!r}; valid: {list(REWARDS)}")
+        if observation_mode not in ("dict", "flat"):
+            raise ValueError(f"observation_mode={observation_mode!r}, expected 'dict' or 'flat'")
+        if not (np.isfinite(action_scale) and action_scale > 0):
+            raise ValueError(f"action_scale={action_scale!r}, expected a finite number > 0")
+        self.reward_name = reward
+        self.divergence_penalty = float(divergence_penalty)
+        self.action_scale = float(action_scale)
+        self.observation_mode = observation_mode
+        self.device = _resolve_device(device)
+        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        if self.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype={dtype!r}, expected 'float32' or 'float64'")
+        self.lookahead_steps = self._parse_lookahead(lookahead)
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"unknown action_mode {action_mode!r}; valid: {list(ACTION_MODES)}")
+        if action_mode != "full" and not self.lookahead_steps:
+            raise ValueError(f"action_mode={action_mode!r} steps along loss_grad and needs a look-ahead; got lookahead='off'")
+        self.action_mode = action_mode
+
+        self.raw = _cached_raw_data(self.config)
+        self.loss_family = make_loss_family(loss, self.raw.num_classes, **(loss_kwargs or {}))
+        self.n_phi = self.loss_family.n_params
+        self.augment = resolve(AUGMENTATIONS[self.config.augment]) if self.config.augment else None
+
+        self.groups = self.loss_family.layer_slices()
+        n_action = {"full": self.n_phi, "layer": len(self.groups), "global": 1 if self.n_phi else 0}[action_mode]
+        self.action_space = spaces.Box(-1.0, 1.0, (n_action,), np.float32)
+        obs_spaces = {"student": spaces.Box(_STUDENT_LOW, _STUDENT_HIGH, dtype=np.float32)}
+        if self.lookahead_steps:
+            obs_spaces["loss_grad"] = spaces.Box(-VECTOR_BOUND, VECTOR_BOUND, (self.n_phi,), np.float32)
+        obs_spaces["loss_params"] = spaces.Box(-VECTOR_BOUND, VECTOR_BOUND, (self.n_phi,), np.float32)
+        self.dict_observation_space = spaces.Dict(obs_spaces)
+        self.observation_space = (
+            spaces.flatten_space(self.dict_observation_space) if observation_mode == "flat" else self.dict_observation_space
+        )
+        self._ready = False
+
+    # ------------------------------------------------------------------ set-up
+    def _parse_lookahead(self, lookahead: Union[str, int, None]) -> int:
+        k = self.config.unroll_steps
+        if lookahead in (None, "off", False, 0):
+            return 0
+        if lookahead == "K":
+            return k
+        if isinstance(lookahead, (int, np.integer)) and not isinstance(lookahead, bool) and 1 <= lookahead <= k:
+            return int(lookahead)
+        raise ValueError(f"lookahead={lookahead!r}, expected 'K', 'off' or an integer in 1..{k} (K = unroll_steps)")
+
+    @property
+    def spec(self):  # noqa: D401 - gymnasium attribute
+        return self._spec
+
+    @spec.setter
+    def spec(self, value) -> None:
+        # A CUDA run is not bit-reproducible; say so in the spec that gym.make attaches.
+        if value is not None and self.device.type != "cpu" and not value.nondeterministic:
+            value = dataclasses.replace(value, nondeterministic=True)
+        self._spec = value
+
+    _spec = None
+
+    @property
+    def nondeterministic(self) -> bool:
+        """True off the CPU, where GPU kernels may reorder floating-point sums between runs."""
+        return self.device.type != "cpu"
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        super().reset(seed=seed)
+        seeds = self.np_random.integers(0, 2**62, size=4).tolist()
+        split_seed, student_seed, phi_seed, stream_seed = seeds
+        cfg = self.config
+        self.splits = split_data(self.raw, cfg.val_fraction, split_seed, self.device, self.dtype)
+        module = build_student(cfg, self.raw.input_shape, self.raw.num_classes, student_seed)
+        self.student = FunctionalStudent(module.to(device=self.device, dtype=self.dtype))
+        self.params, self.buffers = self.student.own_state()
+        self.student.module.train(True)
+        self._phi = self.loss_family.init_params(phi_seed, self.device, self.dtype)
+        self.stream = BatchStream(
+            self.splits, cfg.batch_size, cfg.unroll_steps, cfg.val_batch_size, stream_seed, self.augment
+        )
+        n_fixed = cfg.reward_val_size or len(self.splits.x_val)
+        self._x_fixed, self._y_fixed = self.splits.x_val[:n_fixed], self.splits.y_val[:n_fixed]
+        self.t = 0
+        self.student_steps = 0
+        self._unroll: Optional[_Unroll] = None
+        self._next = self.stream.next()
+        self.val_loss, self.val_acc = (v.item() for v in evaluate(self.student, self.params, self.buffers, self._x_fixed, self._y_fixed))
+        self._last = self._initial_stats(self._next)
+        self._ready = True
+        obs = self._observation()
+        return obs, {"val_loss": self.val_loss, "val_acc": self.val_acc, "diverged": False}
+
+    def _initial_stats(self, batches: Batches) -> dict[str, float]:
+        """Student state at reset: the first K batches scored at the initial student, no update."""
+        buffers = [b.clone() for b in self.buffers]
+        x = batches.x.flatten(0, 1)
+        y = batches.y.flatten()
+        logits = self.student(self.params, buffers, x)
+        loss = self.loss_family(self._phi, logits, y)
+        grads = torch.autograd.grad(loss, self.params)
+        with torch.no_grad():
+            return {
+                "train_loss": F.cross_entropy(logits, y).item(),
+                "train_acc": (logits.argmax(-1) == y).double().mean().item(),
+                "loss_value": loss.item(),
+                "grad_norm": torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item(),
+            }
+
+    def _require_reset(self) -> None:
+        if not self._ready:
+            raise RuntimeError("call reset() before step(); the episode has not started or has ended")
+
+    # ------------------------------------------------------------------ hooks
+    @property
+    def phi(self) -> torch.Tensor:
+        """The current loss parameters (detached, flat, on the student's device)."""
+        self._require_reset()
+        return self._phi.detach()
+
+    def phi_after(self, action: torch.Tensor) -> torch.Tensor:
+        """``phi - action_scale * action``, exactly as :meth:`step` computes it (keeps the graph).
+
+        In the ``layer``/``global`` action modes the action is first expanded to a per-coordinate
+        move: each group's scale times the normalised loss gradient (:meth:`gradient_direction`).
+        """
+        self._require_reset()
+        action = action.to(device=self.device, dtype=self.dtype)
+        if self.action_mode != "full":
+            direction = self.gradient_direction()
+            scales = action.expand(len(self.groups)) if self.action_mode == "global" else action
+            action = torch.cat([scales[i] * direction[s] for i, (_, s) in enumerate(self.groups)])
+        return self._phi - self.action_scale * action
+
+    @property
+    def loss_grad(self) -> torch.Tensor:
+        """The latest stage-1 hypergradient, the ``loss_grad`` observation before clipping (on device)."""
+        self._require_reset()
+        if not self.lookahead_steps:
+            raise RuntimeError("loss_grad needs a look-ahead; this env was made with lookahead='off'")
+        return self._loss_grad
+
+    def gradient_direction(self) -> torch.Tensor:
+        """The low-dimensional modes' step direction: per group, ``loss_grad / rms(loss_grad)``
+        clipped to [-1, 1], so a scale of +1 moves phi down the hypergradient by up to
+        ``action_scale`` per coordinate, whatever the gradient's raw magnitude."""
+        g = self._loss_grad
+        parts = []
+        for _, s in self.groups:
+            part = g[s]
+            rms = part.square().mean().sqrt()
+            parts.append((part / (rms + 1e-12)).clamp(-1.0, 1.0))
+        return torch.cat(parts)
+
+    def unrolled_val_loss(self, phi: torch.Tensor, steps: Optional[int] = None) -> torch.Tensor:
+        """Validation CE after a differentiable unroll of the next ``steps`` (default K) student steps
+        from the current student under loss parameters ``phi``, on the next step's batches.
+
+        The result carries the graph back to ``phi`` (and to whatever ``phi`` was computed from).
+        A full-K unroll is kept, so that committing the same phi next reuses it.
+        """
+        self._require_reset()
+        steps = self.config.unroll_steps if steps is None else int(steps)
+        if not 1 <= steps <= self.config.unroll_steps:
+            raise ValueError(f"steps={steps}, expected 1..{self.config.unroll_steps}")
+        if phi.shape != (self.n_phi,):
+            raise ValueError(f"phi has shape {tuple(phi.shape)}, expected ({self.n_phi},)")
+        val_loss, params, buffers, stats = self._lookahead(phi, steps)
+        if steps == self.config.unroll_steps:
+            self._unroll = _Unroll(self.t, phi.detach().clone(), [p.detach() for p in params], buffers, stats)
+        return val_loss
+
+    def _lookahead(self, phi: torch.Tensor, steps: int):
+        b = self._next
+        # Copies, so that a later in-place commit cannot invalidate a graph the teacher still holds.
+        params0 = [p.detach().clone().requires_grad_(True) for p in self.params]
+        buffers = [buf.clone() for buf in self.buffers]
+        params, stats = sgd_unroll(
+            self.student,
+            params0,
+            buffers,
+            b.x,
+            b.y,
+            lambda z, y: self.loss_family(phi, z, y),
+            self.config.lr,
+            create_graph=True,
+            steps=steps,
+        )
+        val_buffers = [buf.clone() for buf in buffers]  # the val forward must not move the kept stats
+        val_loss = F.cross_entropy(self.student(params, val_buffers, b.x_val), b.y_val)
+        return val_loss, params, buffers, stats
+
+    def loss_gradient(self) -> torch.Tensor:
+        """Stage 1: d(val CE after the look-ahead)/d(phi) at the current phi (the ``loss_grad`` obs)."""
+        phi = self._phi.detach().requires_grad_(True)
+        steps = self.lookahead_steps or self.config.unroll_steps
+        val_loss, params, buffers, stats = self._lookahead(phi, steps)
+        (grad,) = torch.autograd.grad(val_loss, phi)
+        if steps == self.config.unroll_steps:
+            self._unroll = _Unroll(self.t, phi.detach(), [p.detach() for p in params], buffers, stats)
+        return grad
+
+    # ------------------------------------------------------------------ stepping
+    def _validate_action(self, action: Any) -> torch.Tensor:
+        shape = self.action_space.shape
+        if isinstance(action, torch.Tensor):
+            if tuple(action.shape) != shape:
+                raise ValueError(f"action has shape {tuple(action.shape)}, expected {shape} ({self._action_meaning()})")
+            if not action.is_floating_point():
+                raise TypeError(f"action has dtype {action.dtype}, expected a float tensor of shape {shape}")
+            a = action.detach().to(device=self.device, dtype=self.dtype)
+        else:
+            arr = np.asarray(action)
+            if arr.shape != shape:
+                raise ValueError(f"action has shape {arr.shape}, expected {shape} ({self._action_meaning()})")
+            if arr.dtype.kind != "f":
+                raise TypeError(f"action has dtype {arr.dtype}, expected float32 of shape {shape}")
+            a = torch.as_tensor(arr).to(device=self.device, dtype=self.dtype)
+        if a.numel():
+            bad = ~torch.isfinite(a)
+            if bool(bad.any()):
+                raise ValueError(f"action holds {int(bad.sum())} non-finite value(s) (NaN or inf); env state unchanged")
+            lo, hi = float(a.min()), float(a.max())
+            if lo < -1.0 or hi > 1.0:
+                raise ValueError(f"action values span [{lo:.4g}, {hi:.4g}], expected within [-1, 1]; env state unchanged")
+        return a
+
+    def _action_meaning(self) -> str:
+        return {
+            "full": "one entry per loss parameter",
+            "layer": f"one scale per loss-parameter group {[name for name, _ in self.groups]}",
+            "global": "one global scale",
+        }[self.action_mode]
+
+    def step(self, action: Any):
+        self._require_reset()
+        a = self._validate_action(action)
+        return self._advance(self.phi_after(a).detach())
+
+    def commit_phi(self, phi: torch.Tensor):
+        """A step that sets phi directly (for gradient-based teachers); returns ``step``'s 5-tuple."""
+        self._require_reset()
+        if not isinstance(phi, torch.Tensor) or tuple(phi.shape) != (self.n_phi,):
+            raise ValueError(f"phi must be a tensor of shape ({self.n_phi},), got {getattr(phi, 'shape', type(phi))}")
+        phi = phi.detach().to(device=self.device, dtype=self.dtype)
+        if not bool(torch.isfinite(phi).all()):
+            raise ValueError("phi holds non-finite values; env state unchanged")
+        return self._advance(phi)
+
+    def _advance(self, phi: torch.Tensor):
+        cfg = self.config
+        cached = self._unroll
+        reused = cached is not None and cached.step == self.t and torch.equal(cached.phi, phi)
+        if reused:
+            with torch.no_grad():
+                for own, new in zip(self.params + self.buffers, cached.params + cached.buffers):
+                    own.copy_(new)
+            stats = cached.stats
+        else:
+            _, stats = sgd_unroll(
+                self.student,
+                self.params,
+                self.buffers,
+                self._next.x,
+                self._next.y,
+                lambda z, y: self.loss_family(phi, z, y),
+                cfg.lr,
+                create_graph=False,
+            )
+        self._unroll = None
+        self._phi = phi
+        self.t += 1
+        self.student_steps += cfg.unroll_steps
+        val_loss, val_acc = evaluate(self.student, self.params, self.buffers, self._x_fixed, self._y_fixed)
+        values = torch.stack([stats.train_loss, stats.train_acc, stats.loss_value, stats.grad_norm, val_loss.to(stats.train_loss.dtype), val_acc.to(stats.train_loss.dtype)])
+        train_loss, train_acc, loss_value, grad_norm, val_loss, val_acc = values.tolist()
+        diverged = not bool(stats.finite) or not np.isfinite(val_loss)
+        prev_loss, prev_acc = self.val_loss, self.val_acc
+        self.val_loss, self.val_acc = val_loss, val_acc
+        self._last = {"train_loss": train_loss, "train_acc": train_acc, "loss_value": loss_value, "grad_norm": grad_norm}
+        if diverged:
+            reward = self.divergence_penalty
+        elif self.reward_name == "val_loss_decrease":
+            reward = prev_loss - val_loss
+        elif self.reward_name == "val_acc_increase":
+            reward = val_acc - prev_acc
+        else:
+            reward = -val_loss
+        terminated = diverged
+        truncated = not diverged and self.t >= cfg.teaching_steps
+        info: dict[str, Any] = {
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "loss_value": loss_value,
+            "grad_norm": grad_norm,
+            "teaching_step": self.t,
+            "student_steps": self.student_steps,
+            "diverged": diverged,
+            "reused_unroll": reused,
+        }
+        if terminated or truncated:
+            info["final"] = self.final_metrics()
+            info["test_loss"], info["test_acc"] = info["final"]["test_loss"], info["final"]["test_acc"]
+            self._ready = False
+            obs = self._observation(final=True)
+        else:
+            self._next = self.stream.next()
+            obs = self._observation()
+        return obs, float(reward), terminated, truncated, info
+
+    def final_metrics(self) -> dict[str, float]:
+        """Loss and accuracy of the current student on the whole train, val and test splits."""
+        s = self.splits
+        out = {}
+        for split, x, y in (("train", s.x_train, s.y_train), ("val", s.x_val, s.y_val), ("test", s.x_test, s.y_test)):
+            loss, acc = evaluate(self.student, self.params, self.buffers, x, y)
+            out[f"{split}_loss"], out[f"{split}_acc"] = loss.item(), acc.item()
+        return out
+
+    # ------------------------------------------------------------------ observation
+    def _observation(self, final: bool = False):
+        last = self._last
+        student = np.array(
+            [
+                self.t / self.config.teaching_steps,
+                last["train_loss"],
+                last["train_acc"],
+                self.val_loss,
+                self.val_acc,
+                last["loss_value"],
+                last["grad_norm"],
+                self.config.lr,
+            ],
+            dtype=np.float64,
+        )
+        student = np.clip(np.nan_to_num(student, nan=1e6, posinf=1e6, neginf=-1e6), _STUDENT_LOW, _STUDENT_HIGH)
+        obs = {"student": student.astype(np.float32)}
+        if self.lookahead_steps:
+            # After the last step there is no next step to look ahead to: the loss state is zero.
+            grad = torch.zeros_like(self._phi) if final else self.loss_gradient()
+            self._loss_grad = grad
+            obs["loss_grad"] = self._to_box(grad)
+        obs["loss_params"] = self._to_box(self._phi)
+        if self.observation_mode == "flat":
+            return spaces.flatten(self.dict_observation_space, obs)
+        return obs
+
+    @staticmethod
+    def _to_box(t: torch.Tensor) -> np.ndarray:
+        t = torch.nan_to_num(t.detach(), nan=0.0, posinf=VECTOR_BOUND, neginf=-VECTOR_BOUND).clamp(-VECTOR_BOUND, VECTOR_BOUND)
+        return t.to("cpu", torch.float32).numpy()

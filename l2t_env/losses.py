@@ -1,0 +1,171 @@
+"""Loss families: the taught loss L(z, y; phi) with its parameters phi as ONE flat tensor.
+
+Keeping phi flat makes the env's action (a step on phi), the loss state (d L_val / d phi) and a
+teacher's coordinate-wise view the same vector, with no packing. Each family slices its own
+weights out of phi on every call; slicing is a view, so gradients flow back to the flat tensor.
+
+Families:
+- ``dln``: the Dynamic Loss Network of L2T-DLN (METHOD.md section 1), 5,000 parameters by default.
+- ``dlf``: the parametric loss of L2T-DLF (METHOD.md section 2), ``C*C + C`` parameters.
+- ``ce``: plain cross-entropy, no parameters; the baseline every teacher is compared with.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+class LossFamily(ABC):
+    """A loss ``L(logits, y; phi)`` with flat parameters ``phi``; the interface the env trains with."""
+
+    #: registry name
+    name: str = ""
+
+    @property
+    @abstractmethod
+    def n_params(self) -> int:
+        """Length of the flat parameter vector phi."""
+
+    @abstractmethod
+    def init_params(self, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """A freshly initialised phi (flat, on ``device``); the seed alone fixes it."""
+
+    @abstractmethod
+    def __call__(self, phi: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The scalar loss of a batch; differentiable in ``phi`` and ``logits``."""
+
+    def layer_slices(self) -> list[tuple[str, slice]]:
+        """Named contiguous groups of phi (one per layer/tensor), for per-layer action modes."""
+        return [("all", slice(0, self.n_params))] if self.n_params else []
+
+
+class DynamicLossNetwork(LossFamily):
+    """The DLN of L2T-DLN: a bias-free MLP scored on the "1-vs-1" view of the student's outputs.
+
+    For sample i and every class j != y_i, the row ``[s_iy, s_ij, 1, 0]`` with ``s = sigmoid(z)``
+    goes through ``4 -> 40 -> 40 -> 40 -> 40 -> 1`` (LeakyReLU(0.01) after the first four layers,
+    no biases, no output activation); rows with j = y_i are zero and, with no biases, score 0.
+    The loss is the mean over all ``B*C`` rows. 4*40 + 3*40*40 + 40 = 5,000 parameters; weights
+    are Kaiming-normal with mode ``fan_out``, as the reference code initialises them.
+    """
+
+    name = "dln"
+
+    def __init__(self, hidden: Sequence[int] = (40, 40, 40, 40), negative_slope: float = 0.01) -> None:
+        hidden = tuple(int(h) for h in hidden)
+        if not hidden or any(h < 1 for h in hidden):
+            raise ValueError(f"dln: hidden={hidden!r}, expected a non-empty sequence of positive widths")
+        widths = (4, *hidden, 1)
+        self.shapes = [(widths[i + 1], widths[i]) for i in range(len(widths) - 1)]  # (out, in)
+        self.negative_slope = negative_slope
+        self._slices: list[slice] = []
+        start = 0
+        for out_f, in_f in self.shapes:
+            self._slices.append(slice(start, start + out_f * in_f))
+            start += out_f * in_f
+        self._n = start
+
+    @property
+    def n_params(self) -> int:
+        return self._n
+
+    def layer_slices(self) -> list[tuple[str, slice]]:
+        return [(f"layer{i}", s) for i, s in enumerate(self._slices)]
+
+    def init_params(self, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        gain = math.sqrt(2.0)  # torch's kaiming_normal_ default: leaky_relu with a=0
+        parts = [torch.randn(shape, generator=gen, dtype=torch.float64) * (gain / math.sqrt(shape[0])) for shape in self.shapes]
+        return torch.cat([p.flatten() for p in parts]).to(device=device, dtype=dtype)
+
+    def weights(self, phi: torch.Tensor) -> list[torch.Tensor]:
+        """The layer weight matrices as views of phi."""
+        return [phi[s].view(shape) for s, shape in zip(self._slices, self.shapes)]
+
+    def one_vs_one(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The ``[B, C, 4]`` input rows ``[s_iy, s_ij, 1, 0]``; rows of the true class are zero."""
+        s = torch.sigmoid(logits)
+        s_true = s.gather(1, targets[:, None]).expand_as(s)
+        other = torch.ones_like(s).scatter_(1, targets[:, None], 0.0)
+        return torch.stack([s_true, s, torch.ones_like(s), torch.zeros_like(s)], dim=-1) * other[..., None]
+
+    def __call__(self, phi: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # Same function as running the rows of ``one_vs_one`` through the MLP, in fewer ops: the
+        # constant inputs (1, 0) of the first layer become its third column as a bias, and the
+        # true-class rows are zeroed after the first layer (LeakyReLU(0) = 0 with no biases after).
+        weights = self.weights(phi)
+        s = torch.sigmoid(logits)
+        s_true = s.gather(1, targets[:, None]).expand_as(s)
+        other = torch.ones_like(s).scatter_(1, targets[:, None], 0.0)
+        w_in = weights[0]
+        h = F.linear(torch.stack([s_true, s], dim=-1), w_in[:, :2], w_in[:, 2]) * other[..., None]
+        for w in weights[1:]:
+            h = F.linear(F.leaky_relu(h, self.negative_slope), w)
+        return h.mean()
+
+
+class DynamicLossFunction(LossFamily):
+    """L2T-DLF's loss: ``-sigmoid((log p)^T W[:, y] + b_y)``, W = I and b = 0 at init.
+
+    Starts as ``-sigmoid(log p_y)``, a bounded surrogate of cross-entropy (METHOD.md section 2).
+    """
+
+    name = "dlf"
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = int(num_classes)
+
+    @property
+    def n_params(self) -> int:
+        return self.num_classes * self.num_classes + self.num_classes
+
+    def layer_slices(self) -> list[tuple[str, slice]]:
+        c2 = self.num_classes * self.num_classes
+        return [("W", slice(0, c2)), ("b", slice(c2, self.n_params))]
+
+    def init_params(self, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        c = self.num_classes
+        return torch.cat([torch.eye(c, dtype=dtype).flatten(), torch.zeros(c, dtype=dtype)]).to(device)
+
+    def __call__(self, phi: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        c = self.num_classes
+        w, b = phi[: c * c].view(c, c), phi[c * c :]
+        log_p = F.log_softmax(logits, dim=1)
+        score = (log_p * w[:, targets].T).sum(dim=1) + b[targets]
+        return -torch.sigmoid(score).mean()
+
+
+class CrossEntropy(LossFamily):
+    """Plain cross-entropy; no parameters. The baseline loss."""
+
+    name = "ce"
+
+    @property
+    def n_params(self) -> int:
+        return 0
+
+    def init_params(self, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        return torch.zeros(0, device=device, dtype=dtype)
+
+    def __call__(self, phi: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets)
+
+
+LOSS_FAMILIES = {"dln": DynamicLossNetwork, "dlf": DynamicLossFunction, "ce": CrossEntropy}
+
+
+def make_loss_family(name: str | LossFamily, num_classes: int, **kwargs: Any) -> LossFamily:
+    """A loss family by registry name (or pass one through)."""
+    if isinstance(name, LossFamily):
+        return name
+    if name not in LOSS_FAMILIES:
+        raise ValueError(f"unknown loss family {name!r}; valid: {sorted(LOSS_FAMILIES)}")
+    cls = LOSS_FAMILIES[name]
+    if cls is DynamicLossFunction:
+        return cls(num_classes, **kwargs)
+    return cls(**kwargs)

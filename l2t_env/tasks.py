@@ -1,0 +1,263 @@
+"""Tasks: a data set, a student architecture, its training hyper-parameters and a budget.
+
+A task is a typed :class:`TaskConfig`. Built-in tasks are YAML files under ``configs/tasks/``; any
+field can be overridden by keyword (``gym.make("L2T-v0", task="digits-mlp", lr=0.05)``). Users bring
+their own data as tensors or a torch ``Dataset`` (:meth:`RawData.from_tensors`,
+:meth:`RawData.from_datasets`) and their own ``nn.Module`` student, passed in the same config.
+
+Loaders and student builders are named by ``"module:function"`` strings so that nothing heavy
+(torchvision, a data set) is imported or read before a task is actually built.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from l2t_env.config_files import builtin_names, config_dir, read_yaml
+
+# name -> "module:function". A loader takes the TaskConfig and returns RawData.
+DATASETS: dict[str, str] = {
+    "digits": "l2t_env.data:load_digits",
+    "cifar10": "l2t_env.vision:load_cifar10",
+    "cifar100": "l2t_env.vision:load_cifar100",
+    "mnist": "l2t_env.vision:load_mnist",
+    "random-cifar10": "l2t_env.vision:load_random_cifar10",
+    "random-cifar100": "l2t_env.vision:load_random_cifar100",
+}
+
+# name -> "module:function". A builder takes (input_shape, num_classes, **student_kwargs).
+STUDENTS: dict[str, str] = {
+    "mlp": "l2t_env.students:MLP",
+    "digits-cnn": "l2t_env.students:DigitsCNN",
+    "lenet": "l2t_env.resnets:LeNet5",
+    "resnet8": "l2t_env.resnets:resnet8",
+    "resnet20": "l2t_env.resnets:resnet20",
+    "resnet32": "l2t_env.resnets:resnet32",
+    "resnet8-wide": "l2t_env.resnets:resnet8_wide",
+    "resnet20-wide": "l2t_env.resnets:resnet20_wide",
+    "resnet32-wide": "l2t_env.resnets:resnet32_wide",
+}
+
+# name -> "module:function". An augmentation maps (x [B, ...], generator) -> x, batched on device.
+AUGMENTATIONS: dict[str, str] = {
+    "crop-flip": "l2t_env.vision:random_crop_flip",
+}
+
+
+def resolve(ref: str | Callable) -> Callable:
+    """Import ``"module:attr"`` lazily; pass callables through."""
+    if callable(ref):
+        return ref
+    module_name, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+@dataclass
+class RawData:
+    """A task's examples as CPU tensors, before the per-seed train/val split.
+
+    ``x_pool``/``y_pool`` are split into train and validation by the episode seed; the test split
+    is fixed by the data set and is only ever reported. Inputs are already normalised.
+    """
+
+    x_pool: torch.Tensor
+    y_pool: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        for name in ("y_pool", "y_test"):
+            y = getattr(self, name)
+            if y.dtype != torch.long:
+                setattr(self, name, y.long())
+        if len(self.x_pool) != len(self.y_pool) or len(self.x_test) != len(self.y_test):
+            raise ValueError(
+                f"inputs and labels differ in length: pool {len(self.x_pool)} vs {len(self.y_pool)}, "
+                f"test {len(self.x_test)} vs {len(self.y_test)}"
+            )
+        for name in ("y_pool", "y_test"):
+            y = getattr(self, name)
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                raise ValueError(
+                    f"{name} holds labels in [{int(y.min())}, {int(y.max())}], expected 0..{self.num_classes - 1}"
+                )
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_pool.shape[1:])
+
+    @classmethod
+    def from_tensors(
+        cls,
+        x_train: torch.Tensor,
+        y_train: torch.Tensor,
+        x_test: torch.Tensor,
+        y_test: torch.Tensor,
+        num_classes: int | None = None,
+    ) -> "RawData":
+        """User data as tensors. ``x_train`` is split into train/val by the episode seed."""
+        x_train, x_test = torch.as_tensor(x_train).float(), torch.as_tensor(x_test).float()
+        y_train, y_test = torch.as_tensor(y_train).long(), torch.as_tensor(y_test).long()
+        if num_classes is None:
+            num_classes = int(max(y_train.max(), y_test.max())) + 1
+        return cls(x_train, y_train, x_test, y_test, num_classes)
+
+    @classmethod
+    def from_datasets(cls, train: Any, test: Any, num_classes: int | None = None) -> "RawData":
+        """User data as map-style torch ``Dataset``s of ``(x, y)``; read once into tensors."""
+
+        def materialise(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            xs, ys = zip(*(ds[i] for i in range(len(ds))))
+            return torch.stack([torch.as_tensor(x) for x in xs]), torch.as_tensor(ys)
+
+        x_tr, y_tr = materialise(train)
+        x_te, y_te = materialise(test)
+        return cls.from_tensors(x_tr, y_tr, x_te, y_te, num_classes)
+
+
+StudentSpec = Union[str, nn.Module, Callable[..., nn.Module]]
+
+
+@dataclass
+class TaskConfig:
+    """Everything that defines a teaching task. Built-in ones live in ``configs/tasks/*.yaml``."""
+
+    name: str = "custom"
+    #: a key of ``DATASETS`` or a :class:`RawData`
+    dataset: Union[str, RawData] = "digits"
+    #: a key of ``STUDENTS``, an ``nn.Module`` (re-initialised per seed) or a builder
+    student: StudentSpec = "mlp"
+    student_kwargs: dict = field(default_factory=dict)
+    dataset_kwargs: dict = field(default_factory=dict)
+    #: student SGD learning rate (constant, no momentum, no weight decay)
+    lr: float = 0.1
+    batch_size: int = 25
+    #: K, student steps per teaching step
+    unroll_steps: int = 15
+    #: teaching steps per episode (truncation)
+    teaching_steps: int = 100
+    #: the look-ahead's validation batch, drawn afresh each teaching step
+    val_batch_size: int = 100
+    #: size of the fixed validation subset behind the reward and the observed val loss/acc (0 = all)
+    reward_val_size: int = 0
+    #: fraction of the pool held out as validation, re-drawn from the episode seed
+    val_fraction: float = 0.2
+    #: a key of ``AUGMENTATIONS`` or None
+    augment: Union[str, None] = None
+    #: where vision data sets are read from, and whether torchvision may download them there
+    data_root: str = "data"
+    download: bool = False
+
+    def __post_init__(self) -> None:
+        positive_ints = ("batch_size", "unroll_steps", "teaching_steps", "val_batch_size")
+        for key in positive_ints:
+            value = getattr(self, key)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"task {self.name!r}: {key}={value!r}, expected a positive integer")
+        if not isinstance(self.reward_val_size, (int, np.integer)) or self.reward_val_size < 0:
+            raise ValueError(f"task {self.name!r}: reward_val_size={self.reward_val_size!r}, expected an integer >= 0")
+        if not (isinstance(self.lr, (int, float)) and np.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"task {self.name!r}: lr={self.lr!r}, expected a finite number > 0")
+        if not 0.0 < float(self.val_fraction) < 1.0:
+            raise ValueError(f"task {self.name!r}: val_fraction={self.val_fraction!r}, expected a number in (0, 1)")
+        if isinstance(self.dataset, str) and self.dataset not in DATASETS:
+            raise ValueError(f"task {self.name!r}: unknown dataset {self.dataset!r}; valid: {sorted(DATASETS)}")
+        if isinstance(self.student, str) and self.student not in STUDENTS:
+            raise ValueError(f"task {self.name!r}: unknown student {self.student!r}; valid: {sorted(STUDENTS)}")
+        if self.augment is not None and self.augment not in AUGMENTATIONS:
+            raise ValueError(
+                f"task {self.name!r}: unknown augment {self.augment!r}; valid: {sorted(AUGMENTATIONS)} or None"
+            )
+
+    def replace(self, **overrides: Any) -> "TaskConfig":
+        """A copy with some fields changed; unknown keys raise with the list of valid ones."""
+        check_keys(overrides)
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict:
+        """A JSON-friendly view (user data and modules are named, not dumped)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, RawData):
+                value = f"<RawData {tuple(value.x_pool.shape)} classes={value.num_classes}>"
+            elif isinstance(value, nn.Module) or callable(value):
+                value = f"<{type(value).__name__}>" if isinstance(value, nn.Module) else repr(value)
+            out[f.name] = copy.deepcopy(value)
+        return out
+
+
+TASK_KEYS = tuple(f.name for f in dataclasses.fields(TaskConfig))
+
+
+def check_keys(overrides: dict) -> None:
+    unknown = sorted(set(overrides) - set(TASK_KEYS))
+    if unknown:
+        raise ValueError(f"unknown task config key(s) {unknown}; valid keys: {list(TASK_KEYS)}")
+
+
+def available_tasks() -> list[str]:
+    """Names of the built-in tasks (``configs/tasks/*.yaml``)."""
+    return builtin_names("tasks")
+
+
+def load_task(task: Union[str, Path, TaskConfig, None] = None, **overrides: Any) -> TaskConfig:
+    """A task from a built-in name, a YAML path or a config, with keyword overrides applied."""
+    if task is None:
+        task = "digits-mlp"
+    if isinstance(task, TaskConfig):
+        return task.replace(**overrides) if overrides else task
+    path = Path(task)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise FileNotFoundError(f"task config file {str(path)!r} does not exist")
+        fields = read_yaml(path)
+        fields.setdefault("name", path.stem)
+    else:
+        names = available_tasks()
+        if str(task) not in names:
+            raise ValueError(f"unknown task {str(task)!r}; valid: {names} (or a path to a .yaml file)")
+        fields = read_yaml(config_dir("tasks") / f"{task}.yaml")
+        fields.setdefault("name", str(task))
+    check_keys(fields)
+    check_keys(overrides)
+    return TaskConfig(**{**fields, **overrides})
+
+
+def load_raw_data(config: TaskConfig) -> RawData:
+    """The task's examples (CPU tensors), read through its loader."""
+    if isinstance(config.dataset, RawData):
+        return config.dataset
+    data = resolve(DATASETS[config.dataset])(config)
+    if not isinstance(data, RawData):
+        raise TypeError(f"dataset loader for {config.dataset!r} returned {type(data).__name__}, expected RawData")
+    return data
+
+
+def build_student(config: TaskConfig, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
+    """A freshly initialised student; the seed alone fixes its initial weights."""
+    spec = config.student
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if isinstance(spec, nn.Module):
+            model = copy.deepcopy(spec)
+            for module in model.modules():
+                reset = getattr(module, "reset_parameters", None)
+                if callable(reset):
+                    reset()
+        else:
+            builder = resolve(STUDENTS[spec]) if isinstance(spec, str) else spec
+            model = builder(input_shape, num_classes, **config.student_kwargs)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"student builder returned {type(model).__name__}, expected an nn.Module")
+    return model
