@@ -325,7 +325,8 @@ class L2TEnv(gym.Env):
     @property
     def phi(self) -> torch.Tensor:
         """The current loss parameters (detached, flat, on the student's device)."""
-        self._require_reset()
+        if not hasattr(self, "_phi"):
+            raise RuntimeError("call reset() first: phi is drawn from the episode seed")
         return self._phi.detach()
 
     def phi_after(self, action: torch.Tensor) -> torch.Tensor:

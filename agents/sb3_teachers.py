@@ -1,0 +1,494 @@
+"""Standard RL agents as teachers: PPO, A2C, SAC and TD3 from Stable-Baselines3.
+
+Unlike the L2T-DLN teacher, which learns online inside one episode, these agents are trained
+first on episodes of *training* seeds (:meth:`SB3Teacher.train`) and then act frozen on
+evaluation seeds: ``act(obs)`` is the deterministic ``model.predict`` on the observation as the
+agent saw it in training. Keeping training and evaluation seeds disjoint is the caller's job
+(``l2t bench`` checks it).
+
+Why a low-dimensional env: the env's default action moves each of the DLN's 5,000 parameters
+separately; a 5,000-dimensional Gaussian policy or Q-function swamps these agents on any budget a
+CPU allows. They therefore run with ``action_mode="layer"``: one scale per DLN layer (5 for the
+DLN), applied by the env to the normalised hypergradient of that layer, so ``a_l = 1`` is a
+normalised hypergradient step and the agent learns *how far* to step each layer, when.
+
+For the same reason the default ``observation: summary`` gives the agent the student state (8
+numbers) and, per DLN layer, ``log10 rms(loss_grad)``, ``rms(phi)`` and ``mean(phi)``, instead of
+the raw 10,008-number Dict (``observation: full`` keeps that, for comparison). Every Dict key is
+normalised with SB3's ``VecNormalize``; its statistics are saved with the agent and frozen
+(``training=False``, ``norm_reward=False``) when acting.
+
+Hyper-parameters come from RL-Zoo-style YAML files, ``configs/agents/{ppo,a2c,sac,td3}.yaml``
+(or any file passed as ``config=``); keyword arguments override single keys.
+
+A saved agent is a folder (:meth:`SB3Teacher.save`): ``model.zip`` (SB3's own format, loadable
+with ``PPO.load`` etc.), ``vecnormalize.pkl`` (SB3's ``VecNormalize.save`` format; absent with
+``normalize: false``) and ``teacher.json`` (hyper-parameters, observation mode, how and on what
+it was trained). Both SB3 files are pickles: load only agents you trust.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import io
+import json
+import pickle
+import shutil
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional, Sequence, Union
+
+import gymnasium as gym
+import numpy as np
+import stable_baselines3
+import torch
+from gymnasium import spaces
+from stable_baselines3 import A2C, PPO, SAC, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+from agents.base import BaseTeacher, register_teacher
+from agents.evaluation import make_env
+from l2t_env.config_files import config_dir, read_yaml
+
+ENV_ID = "L2T-v0"
+OBSERVATIONS = ("summary", "full")
+#: YAML keys this module interprets itself; every other key goes to the algorithm's constructor.
+ZOO_KEYS = ("n_timesteps", "policy", "n_envs", "normalize", "policy_kwargs", "observation", "noise_type", "noise_std")
+NORMALIZE_KEYS = ("norm_obs", "norm_reward", "clip_obs", "clip_reward", "epsilon", "norm_obs_keys")
+NOISES = {"normal": NormalActionNoise, "ornstein-uhlenbeck": OrnsteinUhlenbeckActionNoise}
+_NOT_FROM_CONFIG = ("self", "policy", "env", "tensorboard_log", "_init_setup_model", "action_noise", "seed")
+_SUMMARY_BOUND = 1e6
+_SUMMARY_FEATURES = ("log10_rms_loss_grad", "rms_phi", "mean_phi")
+
+
+# ---------------------------------------------------------------------------------- observations
+def layer_summary(obs: dict, groups: Sequence[Sequence]) -> dict[str, np.ndarray]:
+    """The ``summary`` observation: the student state and, per DLN layer ``(name, start, stop)``,
+    ``log10 rms(loss_grad)``, ``rms(phi)`` and ``mean(phi)``.
+
+    The hypergradient's scale spans orders of magnitude over an episode, hence its logarithm.
+    """
+    grad = np.asarray(obs["loss_grad"], dtype=np.float64)
+    phi = np.asarray(obs["loss_params"], dtype=np.float64)
+    feats = []
+    for _, start, stop in groups:
+        g, p = grad[start:stop], phi[start:stop]
+        feats += [np.log10(np.sqrt(np.mean(g**2)) + 1e-12), np.sqrt(np.mean(p**2)), np.mean(p)]
+    layers = np.clip(np.asarray(feats), -_SUMMARY_BOUND, _SUMMARY_BOUND).astype(np.float32)
+    return {"student": np.asarray(obs["student"], dtype=np.float32), "layers": layers}
+
+
+def summary_space(student_space: spaces.Box, n_layers: int) -> spaces.Dict:
+    """The observation space of :func:`layer_summary`."""
+    n = len(_SUMMARY_FEATURES) * n_layers
+    return spaces.Dict(
+        {"student": student_space, "layers": spaces.Box(-_SUMMARY_BOUND, _SUMMARY_BOUND, (n,), np.float32)}
+    )
+
+
+def env_groups(env: gym.Env) -> list[list]:
+    """The env's action groups (one per DLN layer) as JSON-able ``[name, start, stop]``."""
+    return [[name, s.start, s.stop] for name, s in env.unwrapped.groups]
+
+
+class LayerSummary(gym.ObservationWrapper):
+    """Replaces ``L2T-v0``'s Dict observation with :func:`layer_summary`'s compact Dict."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        if not isinstance(env.observation_space, spaces.Dict) or "loss_grad" not in env.observation_space.spaces:
+            raise ValueError("the summary observation needs L2T-v0's Dict observation with loss_grad (a look-ahead)")
+        self.groups = env_groups(env)
+        self.observation_space = summary_space(env.observation_space["student"], len(self.groups))
+
+    def observation(self, observation: dict) -> dict:
+        return layer_summary(observation, self.groups)
+
+
+class SeedSchedule(gym.Wrapper):
+    """Resets with the next seed of a fixed list, ignoring the seed it is given.
+
+    So training sees exactly the training seeds, in turn (env ``i`` of ``n`` starts at the
+    ``i``-th seed and strides by ``n``), whatever the vectorised env passes to ``reset``.
+    """
+
+    def __init__(self, env: gym.Env, seeds: Sequence[int], start: int = 0, stride: int = 1) -> None:
+        super().__init__(env)
+        if len(seeds) == 0:
+            raise ValueError("SeedSchedule needs at least one seed")
+        self.seeds = [int(s) for s in seeds]
+        self._next = int(start)
+        self.stride = int(stride)
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[Any, dict]:
+        chosen = self.seeds[self._next % len(self.seeds)]
+        self._next += self.stride
+        return self.env.reset(seed=chosen, options=options)
+
+
+# ---------------------------------------------------------------------------------- config files
+def _check_expression(node: ast.AST, text: str) -> None:
+    """Allow only literals, ``dict(...)`` calls and public attributes of ``nn``/``th``/``torch``."""
+    allowed = (ast.Expression, ast.Call, ast.Name, ast.Attribute, ast.keyword, ast.List, ast.Tuple, ast.Dict,
+               ast.Constant, ast.UnaryOp, ast.USub, ast.Load)
+    for sub in ast.walk(node):
+        if not isinstance(sub, allowed):
+            raise ValueError(f"policy_kwargs {text!r}: {type(sub).__name__} is not allowed in a config expression")
+        if isinstance(sub, ast.Call) and not (isinstance(sub.func, ast.Name) and sub.func.id == "dict"):
+            raise ValueError(f"policy_kwargs {text!r}: only dict(...) may be called")
+        if isinstance(sub, ast.Name) and sub.id not in ("dict", "nn", "th", "torch", "True", "False", "None"):
+            raise ValueError(f"policy_kwargs {text!r}: unknown name {sub.id!r}; valid: dict, nn, th, torch")
+        if isinstance(sub, ast.Attribute) and sub.attr.startswith("_"):
+            raise ValueError(f"policy_kwargs {text!r}: private attribute {sub.attr!r}")
+
+
+def _activation(value: Any) -> Any:
+    """``"Tanh"``, ``"nn.Tanh"`` or ``torch.nn.Tanh`` -> ``torch.nn.Tanh``."""
+    if not isinstance(value, str):
+        return value
+    name = value.split(".")[-1]
+    cls = getattr(torch.nn, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise ValueError(f"activation_fn={value!r} is not a torch.nn module (e.g. 'Tanh', 'ReLU')")
+    return cls
+
+
+def parse_policy_kwargs(value: Union[str, dict, None]) -> dict:
+    """RL-Zoo's ``policy_kwargs``: a mapping, or a string such as
+    ``"dict(net_arch=[64, 64], activation_fn=nn.Tanh)"`` (evaluated with only ``dict`` and torch's
+    ``nn`` in scope, after checking that it holds nothing else)."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        tree = ast.parse(value, mode="eval")
+        _check_expression(tree, value)
+        scope = {"__builtins__": {}, "dict": dict, "nn": torch.nn, "th": torch, "torch": torch}
+        value = eval(compile(tree, "<policy_kwargs>", "eval"), scope)  # noqa: S307 - checked above
+    if not isinstance(value, dict):
+        raise ValueError(f"policy_kwargs must be a mapping or a dict(...) string, got {value!r}")
+    out = dict(value)
+    if "activation_fn" in out:
+        out["activation_fn"] = _activation(out["activation_fn"])
+    return out
+
+
+def _learning_rate(value: Any) -> Any:
+    """A float, or RL-Zoo's ``"lin_3e-4"``: linear decay from 3e-4 to 0 over training."""
+    if isinstance(value, str) and value.startswith("lin_"):
+        start = float(value[4:])
+        try:
+            from stable_baselines3.common.utils import LinearSchedule  # SB3 >= 2.6
+        except ImportError:  # pragma: no cover - older SB3
+            from stable_baselines3.common.utils import get_linear_fn
+
+            return get_linear_fn(start, 0.0, 1.0)
+        return LinearSchedule(start, 0.0, 1.0)
+    return float(value)
+
+
+def load_agent_config(config: Union[str, Path]) -> dict:
+    """An agent YAML by built-in name (``ppo``) or path; RL-Zoo's ``{L2T-v0: {...}}`` nesting is accepted."""
+    path = Path(config)
+    if not path.suffix:
+        path = config_dir("agents") / f"{config}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"agent config {str(config)!r} not found (looked for {path})")
+    data = read_yaml(path)
+    if set(data) == {ENV_ID}:
+        data = data[ENV_ID]
+    return dict(data)
+
+
+# ---------------------------------------------------------------------------------- the teachers
+class _Progress(BaseCallback):
+    """Reports ``(timesteps done, total)`` to a callable (a progress bar)."""
+
+    def __init__(self, report: Callable[[int, int], Any], total: int) -> None:
+        super().__init__()
+        self.report, self.total = report, total
+
+    def _on_step(self) -> bool:
+        self.report(self.num_timesteps, self.total)
+        return True
+
+
+class SB3Teacher(BaseTeacher):
+    """A Stable-Baselines3 agent trained on training seeds, then acting frozen.
+
+    Args:
+        config: an agent YAML (built-in name or path); default: the one named as the teacher.
+        seed: the agent's own seed (network initialisation, exploration, minibatches).
+        **hyperparams: overrides of single YAML keys, e.g. ``n_steps=32`` or ``n_timesteps=500``.
+
+    ``learning`` is always False for ``run_episode``: the agent learns only in :meth:`train`.
+    """
+
+    algo: ClassVar[type[BaseAlgorithm]]
+    env_kwargs: ClassVar[dict] = {"action_mode": "layer", "lookahead": "K", "observation_mode": "dict"}
+
+    def __init__(self, config: Union[str, Path, None] = None, seed: int = 0, **hyperparams: Any) -> None:
+        super().__init__()
+        self.learning = False
+        self.seed = int(seed)
+        self.hyperparams = {**load_agent_config(config or self.name), **hyperparams}
+        self._check_hyperparams(self.hyperparams)
+        self.model: Optional[BaseAlgorithm] = None
+        self.vecnorm: Optional[VecNormalize] = None
+        self.meta: dict = {}
+
+    # ------------------------------------------------------------------ configuration
+    def _constructor_keys(self) -> list[str]:
+        params = inspect.signature(self.algo.__init__).parameters
+        return [k for k in params if k not in _NOT_FROM_CONFIG]
+
+    def _check_hyperparams(self, hp: dict) -> None:
+        valid = sorted(set(ZOO_KEYS) | set(self._constructor_keys()))
+        unknown = sorted(set(hp) - set(valid))
+        if unknown:
+            raise ValueError(f"{self.name}: unknown hyper-parameter(s) {unknown}; valid: {valid}")
+        if hp.get("observation", "summary") not in OBSERVATIONS:
+            raise ValueError(f"{self.name}: observation={hp['observation']!r}; valid: {list(OBSERVATIONS)}")
+        if hp.get("noise_type") is not None and hp["noise_type"] not in NOISES:
+            raise ValueError(f"{self.name}: noise_type={hp['noise_type']!r}; valid: {sorted(NOISES)}")
+        self._normalize_kwargs(hp.get("normalize", False))
+        parse_policy_kwargs(hp.get("policy_kwargs"))
+
+    def _normalize_kwargs(self, value: Any) -> Optional[dict]:
+        """``normalize: true`` or a mapping of ``VecNormalize`` arguments -> those arguments; false -> None."""
+        if isinstance(value, str):  # RL-Zoo writes "{'norm_obs': True, 'norm_reward': False}"
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError) as err:
+                raise ValueError(f"{self.name}: normalize={value!r} is not a Python literal mapping") from err
+        if value is False or value is None:
+            return None
+        if value is True:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError(f"{self.name}: normalize={value!r}; expected true, false or a mapping of {list(NORMALIZE_KEYS)}")
+        unknown = sorted(set(value) - set(NORMALIZE_KEYS))
+        if unknown:
+            raise ValueError(f"{self.name}: unknown normalize key(s) {unknown}; valid: {list(NORMALIZE_KEYS)}")
+        return dict(value)
+
+    @property
+    def observation(self) -> str:
+        return self.hyperparams.get("observation", "summary")
+
+    @property
+    def n_timesteps(self) -> int:
+        return int(self.hyperparams.get("n_timesteps", 10_000))
+
+    # ------------------------------------------------------------------ training
+    def _train_env(self, task: Any, seeds: Sequence[int], index: int, n_envs: int, env_kwargs: dict) -> gym.Env:
+        env = make_env(self, task, **env_kwargs)
+        env = SeedSchedule(env, seeds, start=index, stride=n_envs)
+        if self.observation == "summary":
+            env = LayerSummary(env)
+        return Monitor(env)
+
+    def train(
+        self,
+        task: Any = "digits-mlp",
+        seeds: Sequence[int] = (0,),
+        total_timesteps: Optional[int] = None,
+        env_kwargs: Optional[dict] = None,
+        tensorboard_log: Optional[str] = None,
+        progress: Optional[Callable[[int, int], Any]] = None,
+    ) -> "SB3Teacher":
+        """Train a new agent on episodes of ``task`` reset with ``seeds`` in turn.
+
+        ``total_timesteps`` defaults to the YAML's ``n_timesteps``; ``env_kwargs`` go to every env
+        (task overrides such as ``teaching_steps`` and ``device`` included). TensorBoard logs are
+        written under ``tensorboard_log`` only when it is given. ``progress(done, total)`` is called
+        after each env step.
+        """
+        hp = dict(self.hyperparams)
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            raise ValueError(f"{self.name}: train() needs at least one training seed")
+        total = int(total_timesteps if total_timesteps is not None else self.n_timesteps)
+        if total < 1:
+            raise ValueError(f"{self.name}: total_timesteps={total}, expected >= 1")
+        env_kwargs = dict(env_kwargs or {})
+        n_envs = int(hp.pop("n_envs", 1))
+        venv = DummyVecEnv([partial(self._train_env, task, seeds, i, n_envs, env_kwargs) for i in range(n_envs)])
+        algo_kwargs = {k: v for k, v in hp.items() if k not in ZOO_KEYS}
+        norm = self._normalize_kwargs(hp.get("normalize", False))
+        if norm is not None:
+            norm = {"gamma": algo_kwargs.get("gamma", 0.99), "norm_obs_keys": list(venv.observation_space.spaces), **norm}
+            venv = VecNormalize(venv, **norm)
+        if "learning_rate" in algo_kwargs:
+            algo_kwargs["learning_rate"] = _learning_rate(algo_kwargs["learning_rate"])
+        if hp.get("noise_type"):
+            n_act = venv.action_space.shape[0]
+            algo_kwargs["action_noise"] = NOISES[hp["noise_type"]](np.zeros(n_act), float(hp.get("noise_std", 0.1)) * np.ones(n_act))
+        algo_kwargs.setdefault("device", "cpu")  # small MLPs: a GPU only adds transfers
+        algo_kwargs.setdefault("verbose", 0)
+        model = self.algo(
+            hp.get("policy", "MultiInputPolicy"),
+            venv,
+            policy_kwargs=parse_policy_kwargs(hp.get("policy_kwargs")),
+            tensorboard_log=tensorboard_log,
+            seed=self.seed,
+            **algo_kwargs,
+        )
+        groups = env_groups(venv.envs[0] if norm is None else venv.venv.envs[0])
+        start = time.perf_counter()
+        model.learn(total, callback=_Progress(progress, total) if progress else None, tb_log_name=self.name)
+        train_time = time.perf_counter() - start
+        self.model = model
+        self.vecnorm = self._frozen(venv) if norm is not None else None
+        venv.close()
+        self.meta = {
+            "task": task if isinstance(task, str) else getattr(task, "name", str(task)),
+            "train_seeds": seeds,
+            "total_timesteps": total,
+            "timesteps_done": int(model.num_timesteps),
+            "env_kwargs": env_kwargs,
+            "groups": groups,
+            "train_time": train_time,
+            "sb3_version": stable_baselines3.__version__,
+        }
+        self.learning = False
+        return self
+
+    @staticmethod
+    def _frozen(vecnorm: VecNormalize) -> VecNormalize:
+        """The normalisation statistics, detached from any env, no longer updating.
+
+        Unpickling leaves out what ``VecNormalize`` rebuilds in ``set_venv``; the two attributes
+        its ``__getstate__`` drops are put back so that the frozen copy can be saved again.
+        """
+        frozen = pickle.loads(pickle.dumps(vecnorm)) if vecnorm.venv is not None else vecnorm
+        frozen.class_attributes = {}
+        frozen.returns = np.zeros(1)
+        frozen.training = False
+        frozen.norm_reward = False
+        return frozen
+
+    # ------------------------------------------------------------------ acting
+    def reset(self, env: gym.Env) -> None:
+        super().reset(env)
+        if self.model is None:
+            return
+        groups = env_groups(env)
+        if self.meta.get("groups") and groups != self.meta["groups"]:
+            raise ValueError(f"{self.name}: the env's loss-parameter groups {groups} differ from training's {self.meta['groups']}")
+        if env.action_space.shape != self.model.action_space.shape:
+            raise ValueError(
+                f"{self.name}: env action space {env.action_space} differs from the agent's {self.model.action_space}; "
+                f"make the env with {self.env_kwargs}"
+            )
+
+    def policy_observation(self, obs: Any) -> dict:
+        """The env's observation as the agent sees it: summarised (per ``observation``), batched, normalised."""
+        if not isinstance(obs, dict):
+            raise ValueError(f"{self.name}: expected L2T-v0's Dict observation (observation_mode='dict'), got {type(obs).__name__}")
+        if self.observation == "summary":
+            obs = layer_summary(obs, self.meta["groups"])
+        batch = {k: np.asarray(v, dtype=np.float32)[None] for k, v in obs.items()}
+        return self.vecnorm.normalize_obs(batch) if self.vecnorm is not None else batch
+
+    def act(self, obs: Any) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError(f"the {self.name} teacher has no policy yet: call train() or load() first")
+        action, _ = self.model.predict(self.policy_observation(obs), deterministic=True)
+        space = self.model.action_space
+        return np.clip(np.asarray(action[0], dtype=np.float32), space.low, space.high)
+
+    # ------------------------------------------------------------------ state
+    def _info(self) -> dict:
+        return {"teacher": self.name, "seed": self.seed, "hyperparams": self.hyperparams, "meta": self.meta}
+
+    def state_dict(self) -> dict:
+        """The teacher's settings plus the SB3 zip and the pickled ``VecNormalize``, as bytes."""
+        if self.model is None:
+            raise RuntimeError(f"the {self.name} teacher has nothing to save: call train() first")
+        buf = io.BytesIO()
+        self.model.save(buf)
+        return {**self._info(), "model_zip": buf.getvalue(), "vecnormalize": pickle.dumps(self.vecnorm) if self.vecnorm else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("teacher") != self.name:
+            raise ValueError(f"state of a {state.get('teacher')!r} teacher, not {self.name!r}")
+        self._restore(state, io.BytesIO(state["model_zip"]), pickle.loads(state["vecnormalize"]) if state["vecnormalize"] else None)
+
+    def _restore(self, info: dict, model_file: Any, vecnorm: Optional[VecNormalize]) -> None:
+        self.seed = int(info["seed"])
+        self.hyperparams = dict(info["hyperparams"])  # what the saved agent was trained with
+        self.meta = dict(info["meta"])
+        self.model = self.algo.load(model_file, device=self.hyperparams.get("device", "cpu"))
+        self.vecnorm = self._frozen(vecnorm) if vecnorm is not None else None
+        self.learning = False
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Write the agent as a folder: ``model.zip``, ``vecnormalize.pkl``, ``teacher.json``.
+
+        The folder is written beside ``path`` and renamed into place, so that an interrupted save
+        never leaves a half-written agent that a later run would load.
+        """
+        if self.model is None:
+            raise RuntimeError(f"the {self.name} teacher has nothing to save: call train() first")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        self.model.save(tmp / "model.zip")
+        if self.vecnorm is not None:
+            self.vecnorm.save(str(tmp / "vecnormalize.pkl"))
+        (tmp / "teacher.json").write_text(json.dumps(self._info(), indent=1))
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+
+    def load(self, path: Union[str, Path]) -> None:
+        """Load a folder written by :meth:`save`; the agent then acts frozen."""
+        path = Path(path)
+        info_file = path / "teacher.json"
+        if not info_file.is_file():
+            raise FileNotFoundError(f"{path} is not a saved {self.name} agent (no teacher.json; expected a folder written by save())")
+        info = json.loads(info_file.read_text())
+        if info.get("teacher") != self.name:
+            raise ValueError(f"{path} holds a {info.get('teacher')!r} teacher, not {self.name!r}")
+        norm_file = path / "vecnormalize.pkl"
+        vecnorm = None
+        if norm_file.is_file():
+            # VecNormalize.load without set_venv: acting needs only the statistics, not an env.
+            with norm_file.open("rb") as fh:
+                vecnorm = pickle.load(fh)
+        self._restore(info, path / "model.zip", vecnorm)
+
+
+@register_teacher("ppo")
+class PPOTeacher(SB3Teacher):
+    """PPO (on-policy, clipped surrogate) on the per-layer action."""
+
+    algo = PPO
+
+
+@register_teacher("a2c")
+class A2CTeacher(SB3Teacher):
+    """A2C (on-policy, synchronous advantage actor-critic) on the per-layer action."""
+
+    algo = A2C
+
+
+@register_teacher("sac")
+class SACTeacher(SB3Teacher):
+    """SAC (off-policy, maximum-entropy, squashed Gaussian) on the per-layer action."""
+
+    algo = SAC
+
+
+@register_teacher("td3")
+class TD3Teacher(SB3Teacher):
+    """TD3 (off-policy, deterministic, twin critics) on the per-layer action."""
+
+    algo = TD3
