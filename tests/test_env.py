@@ -322,3 +322,13 @@ def test_cpu_env_is_deterministic_in_spec():
 
 def test_registered_id():
     assert l2t_env.ENV_ID in gym.registry
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_env_runs_on_cuda_and_says_it_is_nondeterministic():
+    env = gym.make("L2T-v0", device="cuda", teaching_steps=2)
+    obs, _ = env.reset(seed=0)
+    assert env.unwrapped.phi.device.type == "cuda" and env.spec.nondeterministic
+    obs, reward, *_ = env.step(np.zeros(5000, np.float32))
+    assert env.observation_space.contains(obs) and np.isfinite(reward)

@@ -173,6 +173,7 @@ def test_crop_flip_is_seeded():
     assert torch.equal(first, a) and not torch.equal(first, second)  # the generator advances
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device to compare devices")
 def test_crop_flip_same_on_cuda_and_cpu():
     x = torch.randn(375, 3, 32, 32)
