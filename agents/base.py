@@ -87,9 +87,13 @@ class BaseTeacher:
 
     def load(self, path: Union[str, Path]) -> None:
         blob = torch.load(Path(path), map_location="cpu", weights_only=False)
-        if blob.get("teacher") != self.name:
-            raise ValueError(f"{path} holds a {blob.get('teacher')!r} teacher, not {self.name!r}")
+        self.check_saved_by_me(blob.get("teacher"), path)
         self.load_state_dict(blob["state"])
+
+    def check_saved_by_me(self, saved_name: Any, source: Any) -> None:
+        """Refuse state that another kind of teacher saved (``source``: where it came from)."""
+        if saved_name != self.name:
+            raise ValueError(f"{source} holds a {saved_name!r} teacher, not {self.name!r}")
 
 
 TEACHERS: dict[str, Callable[..., Teacher]] = {}

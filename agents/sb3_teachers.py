@@ -417,8 +417,7 @@ class SB3Teacher(BaseTeacher):
         return {**self._info(), "model_zip": buf.getvalue(), "vecnormalize": pickle.dumps(self.vecnorm) if self.vecnorm else None}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("teacher") != self.name:
-            raise ValueError(f"state of a {state.get('teacher')!r} teacher, not {self.name!r}")
+        self.check_saved_by_me(state.get("teacher"), "this state")
         self._restore(state, io.BytesIO(state["model_zip"]), pickle.loads(state["vecnormalize"]) if state["vecnormalize"] else None)
 
     def _restore(self, info: dict, model_file: Any, vecnorm: Optional[VecNormalize]) -> None:
@@ -455,8 +454,7 @@ class SB3Teacher(BaseTeacher):
         if not info_file.is_file():
             raise FileNotFoundError(f"{path} is not a saved {self.name} agent (no teacher.json; expected a folder written by save())")
         info = json.loads(info_file.read_text())
-        if info.get("teacher") != self.name:
-            raise ValueError(f"{path} holds a {info.get('teacher')!r} teacher, not {self.name!r}")
+        self.check_saved_by_me(info.get("teacher"), path)
         norm_file = path / "vecnormalize.pkl"
         vecnorm = None
         if norm_file.is_file():

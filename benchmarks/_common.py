@@ -25,9 +25,10 @@ if str(REPO) not in sys.path:  # so that `python benchmarks/x.py` finds the repo
     sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 import l2t_env  # noqa: E402,F401  (registers L2T-v0)
+from l2t_bench.options import parse_overrides  # noqa: E402
+from l2t_env.env import resolve_device  # noqa: E402
 from l2t_env.tasks import STUDENTS, available_tasks  # noqa: E402
 
 #: overrides --quick applies when no --set is given (shorter K: each unroll 3x cheaper)
@@ -70,20 +71,10 @@ def finish_common_args(args: argparse.Namespace, default_tasks: Sequence[str], r
     if args.overrides is None:
         args.task_overrides = dict(QUICK_OVERRIDES if quick_overrides is None else quick_overrides) if args.quick else {}
     else:
-        args.task_overrides = parse_overrides(args.overrides)
+        args.task_overrides = parse_overrides(args.overrides, "--set task")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     args.device = str(resolve_device(args.device))
-
-
-def parse_overrides(items: Iterable[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def task_spec(name: str) -> tuple[Any, dict]:
@@ -101,12 +92,6 @@ def task_spec(name: str) -> tuple[Any, dict]:
 
 
 # ---------------------------------------------------------------------------------- devices and timing
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def sync(device: Any) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)

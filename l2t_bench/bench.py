@@ -35,6 +35,7 @@ import json
 import os
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
@@ -130,10 +131,15 @@ def resolve_config_path(config: Union[str, Path]) -> Path:
     raise FileNotFoundError(f"bench config {str(config)!r} is neither a file nor a built-in; built-ins: {builtin_names('bench')}")
 
 
+def _repeated(values: Iterable[Any]) -> list:
+    """The values that occur more than once, sorted."""
+    return sorted(value for value, count in Counter(values).items() if count > 1)
+
+
 def _seed_list(value: Any, key: str) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
         raise ValueError(f"{key}={value!r}: expected a list of integers >= 0")
-    dupes = sorted({s for s in value if value.count(s) > 1})
+    dupes = _repeated(value)
     if dupes:
         raise ValueError(f"{key} repeats seed(s) {dupes}")
     return list(value)
@@ -159,8 +165,7 @@ def _entry(entry: Any, valid: Sequence[str], what: str) -> dict:
 
 
 def _unique_labels(specs: Iterable, what: str) -> None:
-    labels = [s.label for s in specs]
-    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    dupes = _repeated(s.label for s in specs)
     if dupes:
         raise ValueError(f"{what} label(s) {dupes} appear twice; give each entry its own 'label'")
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 
 from l2t_env.data import BatchStream, Batches, split_data
-from l2t_env.functional import FunctionalStudent, UnrollStats, evaluate, sgd_unroll
+from l2t_env.functional import FunctionalStudent, UnrollStats, evaluate, sgd_unroll, summarise
 from l2t_env.losses import LossFamily, make_loss_family
 from l2t_env.tasks import AUGMENTATIONS, RawData, TaskConfig, build_student, load_raw_data, load_task, resolve
 
@@ -35,7 +35,8 @@ ACTION_MODES = ("full", "layer", "global")
 _RAW_CACHE: dict[tuple, RawData] = {}
 
 
-def _resolve_device(device: Union[str, torch.device]) -> torch.device:
+def resolve_device(device: Union[str, torch.device]) -> torch.device:
+    """``"auto"`` -> CUDA when present, else the CPU; anything else as ``torch.device`` reads it."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -217,7 +218,7 @@ class L2TEnv(gym.Env):
         self.divergence_penalty = float(divergence_penalty)
         self.action_scale = float(action_scale)
         self.observation_mode = observation_mode
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         if self.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype={dtype!r}, expected 'float32' or 'float64'")
@@ -310,12 +311,8 @@ class L2TEnv(gym.Env):
         loss = self.loss_family(self._phi, logits, y)
         grads = torch.autograd.grad(loss, self.params)
         with torch.no_grad():
-            return {
-                "train_loss": F.cross_entropy(logits, y).item(),
-                "train_acc": (logits.argmax(-1) == y).double().mean().item(),
-                "loss_value": loss.item(),
-                "grad_norm": torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item(),
-            }
+            stats = summarise([logits.detach()], y, [loss.detach()], grads, self.params)
+        return {key: getattr(stats, key).item() for key in ("train_loss", "train_acc", "loss_value", "grad_norm")}
 
     def _require_reset(self) -> None:
         if not self._ready:
@@ -376,12 +373,10 @@ class L2TEnv(gym.Env):
             raise ValueError(f"steps={steps}, expected 1..{self.config.unroll_steps}")
         if phi.shape != (self.n_phi,):
             raise ValueError(f"phi has shape {tuple(phi.shape)}, expected ({self.n_phi},)")
-        val_loss, params, buffers, stats = self._lookahead(phi, steps)
-        if steps == self.config.unroll_steps:
-            self._unroll = _Unroll(self.t, phi.detach().clone(), [p.detach() for p in params], buffers, stats)
-        return val_loss
+        return self._lookahead(phi, steps)
 
-    def _lookahead(self, phi: torch.Tensor, steps: int):
+    def _lookahead(self, phi: torch.Tensor, steps: int) -> torch.Tensor:
+        """The differentiable unroll behind both hooks; a full-K one is kept for reuse by the commit."""
         b = self._next
         # Copies, so that a later in-place commit cannot invalidate a graph the teacher still holds.
         params0 = [p.detach().clone().requires_grad_(True) for p in self.params]
@@ -399,16 +394,15 @@ class L2TEnv(gym.Env):
         )
         val_buffers = [buf.clone() for buf in buffers]  # the val forward must not move the kept stats
         val_loss = F.cross_entropy(self.student(params, val_buffers, b.x_val), b.y_val)
-        return val_loss, params, buffers, stats
+        if steps == self.config.unroll_steps:
+            self._unroll = _Unroll(self.t, phi.detach().clone(), [p.detach() for p in params], buffers, stats)
+        return val_loss
 
     def loss_gradient(self) -> torch.Tensor:
         """Stage 1: d(val CE after the look-ahead)/d(phi) at the current phi (the ``loss_grad`` obs)."""
         phi = self._phi.detach().requires_grad_(True)
         steps = self.lookahead_steps or self.config.unroll_steps
-        val_loss, params, buffers, stats = self._lookahead(phi, steps)
-        (grad,) = torch.autograd.grad(val_loss, phi)
-        if steps == self.config.unroll_steps:
-            self._unroll = _Unroll(self.t, phi.detach(), [p.detach() for p in params], buffers, stats)
+        (grad,) = torch.autograd.grad(self._lookahead(phi, steps), phi)
         return grad
 
     # ------------------------------------------------------------------ stepping
