@@ -145,7 +145,7 @@ class L2TDLNTeacher(BaseTeacher):
             if self.config.first_order:
                 # phi moves by at most action_scale per coordinate, so to first order in that scale
                 # dL'/du ~= dL/dphi * dphi'/du = -action_scale * g (measured on digits at 1e-3:
-                # cosine >= 0.9995 to the exact gradient, 1-5% relative error; see
+                # cosine >= 0.999 to the exact gradient, 0.6-4.5% relative error; see
                 # benchmarks/first_order_gradient.py). The commit is then a plain K-step run.
                 grad_u = -env.action_scale * g
             else:
