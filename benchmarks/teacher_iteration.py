@@ -12,6 +12,8 @@ Per student task, medians over repeats after a warm-up, all variants interleaved
   reuses the stage-3 unroll) + the reward's evaluation + the next observation's stage 1.
 - ``first-order``: the same with ``L2TDLNTeacher(first_order=True)``: no stage-3 unroll, the
   teacher's gradient is ``-action_scale * g`` from stage 1, and the commit is a plain K-step run.
+- ``faithful, checkpointed``: the faithful iteration on an env made with ``checkpoint_unroll=True``
+  (both look-aheads keep K parameter lists and recompute one step's graph at a time in backward).
 
 Per-stage breakdown: a second faithful and a second first-order teacher/env pair run an
 instrumented copy of ``act`` + ``step`` written with the same public pieces
@@ -27,6 +29,13 @@ instrumented copy of ``act`` + ``step`` written with the same public pieces
 Whether the instrumented copy does what ``act`` + ``step`` do is checked: on CPU the two faithful
 (and the two first-order) envs must end with bit-identical phi (printed).
 
+FLOPs: after the timed repeats, one more iteration of every variant (and one plain loop on that
+iteration's batches) runs under ``torch.utils.flop_counter.FlopCounterMode``, which counts the
+matmul and convolution FLOPs of every op dispatched, backward and double-backward included. The
+FLOP ratio to the plain loop is the time ratio any implementation of the same computation would
+reach at the plain loop's FLOP throughput: a floor for the time ratio unless FLOPs are removed.
+"efficiency" = FLOP ratio / time ratio (1.0 = as many FLOPs per second as the plain loop).
+
 Peak memory: per task and variant, a FRESH subprocess builds the same env (and teacher), runs the
 warm-up iterations, then measures ``--mem-iters`` iterations. CUDA: ``max_memory_allocated`` after
 ``reset_peak_memory_stats``, minus ``memory_allocated`` before. CPU: the process RSS
@@ -39,6 +48,7 @@ Full run (CPU):  python benchmarks/teacher_iteration.py --json runs/bench/teache
 Full run (GPU):  python benchmarks/teacher_iteration.py --device cuda --tasks digits-mlp random-cifar10-resnet8 \
                      random-cifar10-resnet8-wide random-cifar10-resnet20 --json runs/bench/teacher_iteration_gpu.json
 Smoke run:       python benchmarks/teacher_iteration.py --quick --threads 1
+Re-print a run:  python benchmarks/teacher_iteration.py --report runs/bench/teacher_iteration.json
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from agents.evaluation import make_env  # noqa: E402
 from agents.l2t_dln import L2TDLNTeacher, preprocess_gradient  # noqa: E402
@@ -67,7 +78,10 @@ TIME_TARGETS = {"faithful": 6.0, "first_order": 4.5}
 #: peak-memory ratio of the reference implementation to plain training, by student (issue #5; not measured here)
 REFERENCE_MEMORY_RATIO = {"resnet8": 6.0, "resnet8-wide": 16.0}
 VARIANTS = (("plain", "plain loop (K CE SGD steps)"), ("faithful", "faithful L2T-DLN iteration"),
-            ("first_order", "first-order iteration"))
+            ("faithful_ckpt", "faithful, checkpoint_unroll=True"), ("first_order", "first-order iteration"))
+TEACHER_VARIANTS = {"faithful": dict(first_order=False, checkpoint=False),
+                    "faithful_ckpt": dict(first_order=False, checkpoint=True),
+                    "first_order": dict(first_order=True, checkpoint=False)}
 STAGES = (
     ("stage1", "stage 1: look-ahead hypergradient g (loss_gradient)"),
     ("stage2", "stage 2: preprocess + LSTM forward"),
@@ -97,10 +111,12 @@ class PlainLoop:
 class TeacherRun:
     """An L2T-DLN teacher on its own env, advanced one iteration at a time."""
 
-    def __init__(self, task_name: str, device: str, seed: int, overrides: dict, first_order: bool) -> None:
+    def __init__(self, task_name: str, device: str, seed: int, overrides: dict, first_order: bool,
+                 checkpoint: bool = False) -> None:
         self.teacher = L2TDLNTeacher(first_order=first_order)
         task, extra = C.task_spec(task_name)
-        self.env = make_env(self.teacher, task, device=device, **{**extra, **C.NO_TRUNCATION, **overrides})
+        self.env = make_env(self.teacher, task, device=device, checkpoint_unroll=checkpoint,
+                            **{**extra, **C.NO_TRUNCATION, **overrides})
         self.seed = seed
         self.obs, _ = self.env.reset(seed=seed)
         self.teacher.reset(self.env)
@@ -153,20 +169,17 @@ class TeacherRun:
 
 def bench_times(task_name: str, args: argparse.Namespace) -> dict:
     dev = args.device
-    runs = {"faithful": TeacherRun(task_name, dev, args.seed, args.task_overrides, first_order=False),
-            "first_order": TeacherRun(task_name, dev, args.seed, args.task_overrides, first_order=True)}
+    runs = {key: TeacherRun(task_name, dev, args.seed, args.task_overrides, **kw) for key, kw in TEACHER_VARIANTS.items()}
     shadows = {} if args.no_breakdown else {
-        "faithful": TeacherRun(task_name, dev, args.seed, args.task_overrides, first_order=False),
-        "first_order": TeacherRun(task_name, dev, args.seed, args.task_overrides, first_order=True)}
+        key: TeacherRun(task_name, dev, args.seed, args.task_overrides, **TEACHER_VARIANTS[key])
+        for key in ("faithful", "first_order")}
     core = runs["faithful"].env.unwrapped
     plain = PlainLoop(core.student.module, core.config.lr)
     times: dict[str, list[float]] = {key: [] for key, _ in VARIANTS}
     stage_times: dict[str, list[dict]] = {key: [] for key in shadows}
     for r in range(args.warmup + args.repeats):
         b = core._next
-        jobs = [("plain", lambda: plain.run(b.x, b.y)),
-                ("faithful", runs["faithful"].iterate),
-                ("first_order", runs["first_order"].iterate)]
+        jobs = [("plain", lambda: plain.run(b.x, b.y))] + [(key, run.iterate) for key, run in runs.items()]
         jobs += [(f"shadow:{key}", run) for key, run in shadows.items()]
         for key, fn in C.rotate(jobs, r):
             if key.startswith("shadow:"):
@@ -189,9 +202,12 @@ def bench_times(task_name: str, args: argparse.Namespace) -> dict:
             [sum(s.get(name, 0.0) for name in dict(STAGES)) for s in samples])
         # an exact replica ends at the same phi as the real act + step (bit-identical on CPU)
         replica_check[key] = (runs[key].env.unwrapped.phi - shadows[key].env.unwrapped.phi).abs().max().item()
+    flops = count_flops(plain, runs)
     cfg = core.config
     return {
         "task": task_name,
+        "flops": flops,
+        "flop_ratio_to_plain": {key: flops[key] / flops["plain"] for key in flops},
         "student": cfg.student if isinstance(cfg.student, str) else repr(cfg.student),
         "config": cfg.to_dict(),
         "K": cfg.unroll_steps,
@@ -205,6 +221,20 @@ def bench_times(task_name: str, args: argparse.Namespace) -> dict:
         "replica_max_abs_phi_diff": replica_check,
         "reused_unroll_fraction": {key: sum(run.reused) / max(1, len(run.reused)) for key, run in runs.items()},
     }
+
+
+def count_flops(plain: PlainLoop, runs: dict[str, TeacherRun]) -> dict[str, int]:
+    """Matmul/conv FLOPs of one iteration per variant and of the plain loop on the same batches."""
+    def flops_of(fn) -> int:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return int(counter.get_total_flops())
+
+    b = runs["faithful"].env.unwrapped._next
+    out = {"plain": flops_of(lambda: plain.run(b.x, b.y))}
+    for key, run in runs.items():
+        out[key] = flops_of(run.iterate)
+    return out
 
 
 # ---------------------------------------------------------------------------------- memory (child process)
@@ -228,7 +258,7 @@ def memory_worker(spec: dict) -> dict:
         def fn() -> None:
             plain.run(b.x, b.y)
     else:
-        run = TeacherRun(spec["task"], dev, spec["seed"], spec["overrides"], first_order=variant == "first_order")
+        run = TeacherRun(spec["task"], dev, spec["seed"], spec["overrides"], **TEACHER_VARIANTS[variant])
         fn = run.iterate
     for _ in range(spec["warmup"]):
         fn()
@@ -257,17 +287,19 @@ def report(res: dict, args: argparse.Namespace) -> None:
     for key, label in VARIANTS:
         ratio = res["ratio_to_plain"][key]
         target = TIME_TARGETS.get(key)
+        flop_ratio = res["flop_ratio_to_plain"][key]
         row = [label, C.fmt_ms(res["median_s"][key]), C.fmt_ms(min(res["times_s"][key])), C.fmt_x(ratio),
                f"<= {target:g}x" if target else "-",
-               ("yes" if ratio <= target else "NO") if target else "-"]
+               ("yes" if ratio <= target else "NO") if target else "-",
+               f"{res['flops'][key] / 1e9:,.2f}", C.fmt_x(flop_ratio), f"{flop_ratio / ratio:.2f}"]
         if mem is not None:
             m = mem[key]
             mratio = m["delta"] / mem["plain"]["delta"] if mem["plain"]["delta"] > 0 else float("nan")
-            mtarget = ref / 2 if (ref and key != "plain") else None
+            mtarget = ref / 2 if (ref and key.startswith("faithful")) else None
             row += [C.fmt_mib(m["delta"]), C.fmt_x(mratio), f"<= {mtarget:g}x" if mtarget else "-",
                     ("yes" if mratio <= mtarget else "NO") if mtarget else "-"]
         rows.append(row)
-    headers = ["variant", "median ms", "min ms", "x plain", "time target", "met"]
+    headers = ["variant", "median ms", "min ms", "x plain", "time target", "met", "GFLOP", "FLOPs x plain", "efficiency"]
     if mem is not None:
         headers += ["peak mem MiB", "x plain", "mem target", "met"]
     C.print_table(headers, rows)
@@ -276,10 +308,11 @@ def report(res: dict, args: argparse.Namespace) -> None:
         print(f"memory: {kind}, peak minus the memory held just before {args.mem_iters} measured iteration(s), "
               f"fresh subprocess per variant; held before (MiB): "
               + ", ".join(f"{k} {C.fmt_mib(mem[k]['before'])}" for k, _ in VARIANTS))
-        if mem["plain"]["kind"].startswith("cuda") and mem["plain"]["peak"] > 0:  # on CPU RSS holds ~0.4 GiB of libraries
-            print("ratio of absolute peaks (including what was held before: data, weights, optimiser state; "
-                  "the issue does not say which it measured): "
-                  + ", ".join(f"{k} {C.fmt_x(mem[k]['peak'] / mem['plain']['peak'])}" for k, _ in VARIANTS[1:]))
+        if mem["plain"]["peak"] > 0:
+            basis = ("the process's peak RSS, ~0.4 GiB of it libraries" if kind.startswith("cpu")
+                     else "peak allocated, including data, weights and optimiser state")
+            print(f"whole-process basis, ratio of absolute peaks ({basis}; the issue does not say which basis it "
+                  "measured): " + ", ".join(f"{k} {C.fmt_x(mem[k]['peak'] / mem['plain']['peak'])}" for k, _ in VARIANTS[1:]))
         if ref:
             print(f"reference (from issue #5, not measured here): peak-memory ratio ~{ref:g}x for {res['student']}; "
                   f"target: at most half, <= {ref / 2:g}x")
@@ -287,7 +320,8 @@ def report(res: dict, args: argparse.Namespace) -> None:
             print("reference (from issue #5): no figure for this student; no memory target")
     ru = res["reused_unroll_fraction"]
     print(f"commit reused the stage-3 unroll (info['reused_unroll']) in {100 * ru['faithful']:.0f}% of the faithful "
-          f"steps and {100 * ru['first_order']:.0f}% of the first-order ones (expected: 100% and 0%)")
+          f"steps, {100 * ru['faithful_ckpt']:.0f}% of the checkpointed ones and {100 * ru['first_order']:.0f}% of the "
+          "first-order ones (expected: 100%, 100% and 0%)")
     if res["stage_median_s"]:
         st = res["stage_median_s"]
         rows = []
@@ -311,6 +345,26 @@ def report(res: dict, args: argparse.Namespace) -> None:
               + ", ".join(f"{k} {v:.3g}" for k, v in rc.items()))
 
 
+def print_summary(results: list[dict], args: argparse.Namespace) -> None:
+    rows = []
+    for res in results:
+        row = [res["task"], res["K"], C.fmt_ms(res["median_s"]["plain"])]
+        row += [f"{C.fmt_x(res['ratio_to_plain'][key])} ({C.fmt_x(res['flop_ratio_to_plain'][key])})" for key, _ in VARIANTS[1:]]
+        if "memory" in res:
+            mem = res["memory"]
+            base = mem["plain"]["delta"]
+            row += [C.fmt_x(mem[key]["delta"] / base if base > 0 else float("nan")) for key, _ in VARIANTS[1:]]
+            ref = REFERENCE_MEMORY_RATIO.get(res["student"])
+            row += [f"{ref:g}x" if ref else "-"]
+        rows.append(row)
+    print("\n-- summary (time targets: faithful <= 6x, first-order <= 4.5x; memory: <= half the reference's)")
+    headers = ["task", "K", "plain ms", "faithful / plain: time (FLOPs)", "checkpointed / plain", "first-order / plain"]
+    if all("memory" in res for res in results):
+        headers += ["mem faithful / plain", "mem checkpointed / plain", "mem first-order / plain",
+                    "reference mem ratio (issue #5, not measured)"]
+    C.print_table(headers, rows)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
@@ -319,12 +373,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--mem-timeout", type=float, default=3600.0, help="seconds per memory subprocess")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the instrumented per-stage breakdown")
+    parser.add_argument("--report", type=Path, default=None, help="re-print the tables of a saved --json run, run nothing")
     parser.add_argument("--_memory-worker", dest="memory_worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_worker is not None:
         result = memory_worker(json.loads(args.memory_worker))
         print("MEMORY_RESULT " + json.dumps(result), flush=True)
         return result
+    if args.report is not None:
+        payload = json.loads(args.report.read_text())
+        saved = argparse.Namespace(**payload["args"])
+        print(f"== {args.report} (saved run): {payload['environment']}")
+        for res in payload["results"]:
+            report(res, saved)
+        print_summary(payload["results"], saved)
+        return payload
     C.finish_common_args(args, DEFAULT_TASKS, repeats=10, warmup=2, quick_tasks=QUICK_TASKS)
     if args.mem_iters is None:
         args.mem_iters = 1 if args.quick else 3
@@ -338,23 +401,7 @@ def main(argv=None) -> dict:
             res["memory"] = {key: measure_memory(task_name, key, args) for key, _ in VARIANTS}
         results.append(res)
         report(res, args)
-    rows = []
-    for res in results:
-        row = [res["task"], res["K"], C.fmt_ms(res["median_s"]["plain"]), C.fmt_x(res["ratio_to_plain"]["faithful"]),
-               C.fmt_x(res["ratio_to_plain"]["first_order"])]
-        if "memory" in res:
-            mem = res["memory"]
-            base = mem["plain"]["delta"]
-            row += [C.fmt_x(mem["faithful"]["delta"] / base if base > 0 else float("nan")),
-                    C.fmt_x(mem["first_order"]["delta"] / base if base > 0 else float("nan"))]
-            ref = REFERENCE_MEMORY_RATIO.get(res["student"])
-            row += [f"{ref:g}x" if ref else "-"]
-        rows.append(row)
-    print("\n-- summary (time targets: faithful <= 6x, first-order <= 4.5x; memory: <= half the reference's)")
-    headers = ["task", "K", "plain ms", "faithful / plain", "first-order / plain"]
-    if not args.no_memory:
-        headers += ["mem faithful / plain", "mem first-order / plain", "reference mem ratio (issue #5, not measured)"]
-    C.print_table(headers, rows)
+    print_summary(results, args)
     payload = {"benchmark": "teacher_iteration", "environment": info,
                "args": {k: v for k, v in vars(args).items() if k not in ("json", "memory_worker")}, "results": results}
     C.write_json(args.json, payload)

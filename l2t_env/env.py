@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 
 from l2t_env.data import BatchStream, Batches, split_data
-from l2t_env.functional import FunctionalStudent, UnrollStats, evaluate, sgd_unroll, summarise
+from l2t_env.functional import FunctionalStudent, UnrollStats, checkpointed_val_loss, evaluate, sgd_unroll, summarise
 from l2t_env.losses import LossFamily, make_loss_family
 from l2t_env.tasks import AUGMENTATIONS, RawData, TaskConfig, build_student, load_raw_data, load_task, resolve
 
@@ -127,6 +127,13 @@ class L2TEnv(gym.Env):
     seed's validation split (all of it when 0). The test split never enters reward or observation.
     A step whose student diverges gets ``divergence_penalty`` (default -10) instead.
 
+    The evaluation of the fixed subset costs a forward pass over it every step (on a batch-25
+    ResNet-8 with 100 images, about 7% of the step). ``reward_every=N`` runs it only on every N-th
+    step and on the last one: those steps are rewarded for the change since the previous
+    evaluation (``-val_loss`` for ``neg_val_loss``), the others get 0 and ``info["evaluated"] =
+    False``, and the observation's ``val_loss``/``val_acc`` hold the latest evaluation. The
+    episode's return is unchanged for the two difference rewards.
+
     ## Starting State
 
     ``reset(seed=s)`` draws, from ``s`` alone: the train/val split, the student's initial
@@ -154,8 +161,11 @@ class L2TEnv(gym.Env):
     | `lookahead`          | `"K"`, int, `"off"`    | `"K"`                 | horizon of the `loss_grad` look-ahead                    |
     | `reward`             | str                    | `"val_loss_decrease"` | one of the rewards above                                 |
     | `divergence_penalty` | float                  | `-10.0`               | reward of a step whose student diverged                  |
+    | `reward_every`       | int                    | `1`                   | evaluate the fixed val subset every N steps (see Rewards)|
     | `observation_mode`   | `"dict"` or `"flat"`   | `"dict"`              | flat = one Box, the Dict flattened                       |
     | `action_mode`        | str                    | `"full"`              | `full`, `layer` or `global` (see Action Space)           |
+    | `checkpoint_unroll`  | bool                   | `False`               | recompute the look-ahead step by step in its backward:   |
+    |                      |                        |                       | one step's graph in memory instead of K, ~1 more pass    |
     | `device`             | str                    | `"auto"`              | `"auto"` picks CUDA when present                         |
     | `dtype`              | str or torch.dtype     | `"float32"`           | `"float64"` for finite-difference checks                 |
     | `**task_overrides`   |                        |                       | any `TaskConfig` field, e.g. `lr=0.05, teaching_steps=50`|
@@ -167,7 +177,9 @@ class L2TEnv(gym.Env):
     - ``phi_after(action)``: ``phi - action_scale * action`` as the env computes it (keeps the
       action's graph), so a teacher's phi' and the env's agree bit for bit.
     - ``unrolled_val_loss(phi)``: the validation CE after a differentiable K-step unroll from the
-      current student under ``phi`` on the next step's batches: a scalar tensor with graph.
+      current student under ``phi`` on the next step's batches: a scalar tensor with graph. With
+      ``checkpoint_unroll=True`` the graph is one checkpointed node (first-order differentiable
+      only: ``backward``/``autograd.grad`` once, no double backward through it).
     - ``commit_phi(phi)``: a full ``step`` that sets phi directly (no action bound).
     A ``step`` or ``commit_phi`` to the phi of the most recent unroll reuses that unroll's student
     instead of recomputing it (``info["reused_unroll"]``).
@@ -202,6 +214,8 @@ class L2TEnv(gym.Env):
         divergence_penalty: float = -10.0,
         observation_mode: str = "dict",
         action_mode: str = "full",
+        reward_every: int = 1,
+        checkpoint_unroll: bool = False,
         device: Union[str, torch.device] = "auto",
         dtype: Union[str, torch.dtype] = "float32",
         **task_overrides: Any,
@@ -228,6 +242,12 @@ class L2TEnv(gym.Env):
         if action_mode != "full" and not self.lookahead_steps:
             raise ValueError(f"action_mode={action_mode!r} steps along loss_grad and needs a look-ahead; got lookahead='off'")
         self.action_mode = action_mode
+        if not isinstance(checkpoint_unroll, bool):
+            raise TypeError(f"checkpoint_unroll={checkpoint_unroll!r}, expected True or False")
+        self.checkpoint_unroll = checkpoint_unroll
+        if isinstance(reward_every, bool) or not isinstance(reward_every, (int, np.integer)) or reward_every < 1:
+            raise ValueError(f"reward_every={reward_every!r}, expected an integer >= 1")
+        self.reward_every = int(reward_every)
 
         self.raw = _cached_raw_data(self.config)
         self.loss_family = make_loss_family(loss, self.raw.num_classes, **(loss_kwargs or {}))
@@ -379,8 +399,15 @@ class L2TEnv(gym.Env):
         """The differentiable unroll behind both hooks; a full-K one is kept for reuse by the commit."""
         b = self._next
         # Copies, so that a later in-place commit cannot invalidate a graph the teacher still holds.
-        params0 = [p.detach().clone().requires_grad_(True) for p in self.params]
         buffers = [buf.clone() for buf in self.buffers]
+        if self.checkpoint_unroll:
+            val_loss, params, stats = checkpointed_val_loss(  # copies the parameters it keeps
+                self.student, self.params, buffers, b.x, b.y, self.loss_family, phi, self.config.lr, b.x_val, b.y_val, steps=steps
+            )
+            if steps == self.config.unroll_steps:
+                self._unroll = _Unroll(self.t, phi.detach().clone(), params, buffers, stats)
+            return val_loss
+        params0 = [p.detach().clone().requires_grad_(True) for p in self.params]
         params, stats = sgd_unroll(
             self.student,
             params0,
@@ -476,15 +503,22 @@ class L2TEnv(gym.Env):
         self._phi = phi
         self.t += 1
         self.student_steps += cfg.unroll_steps
-        val_loss, val_acc = evaluate(self.student, self.params, self.buffers, self._x_fixed, self._y_fixed)
-        values = torch.stack([stats.train_loss, stats.train_acc, stats.loss_value, stats.grad_norm, val_loss.to(stats.train_loss.dtype), val_acc.to(stats.train_loss.dtype)])
-        train_loss, train_acc, loss_value, grad_norm, val_loss, val_acc = values.tolist()
-        diverged = not bool(stats.finite) or not np.isfinite(val_loss)
+        evaluated = self.t % self.reward_every == 0 or self.t >= cfg.teaching_steps
+        values = [stats.train_loss, stats.train_acc, stats.loss_value, stats.grad_norm, stats.finite.to(stats.train_loss.dtype)]
+        if evaluated:
+            val = evaluate(self.student, self.params, self.buffers, self._x_fixed, self._y_fixed)
+            values += [v.to(stats.train_loss.dtype) for v in val]
+        train_loss, train_acc, loss_value, grad_norm, finite, *val_values = torch.stack(values).tolist()  # one sync
+        diverged = not finite or (evaluated and not np.isfinite(val_values[0]))
         prev_loss, prev_acc = self.val_loss, self.val_acc
-        self.val_loss, self.val_acc = val_loss, val_acc
+        if evaluated:
+            self.val_loss, self.val_acc = val_values
+        val_loss, val_acc = self.val_loss, self.val_acc
         self._last = {"train_loss": train_loss, "train_acc": train_acc, "loss_value": loss_value, "grad_norm": grad_norm}
         if diverged:
             reward = self.divergence_penalty
+        elif not evaluated:
+            reward = 0.0
         elif self.reward_name == "val_loss_decrease":
             reward = prev_loss - val_loss
         elif self.reward_name == "val_acc_increase":
@@ -503,6 +537,7 @@ class L2TEnv(gym.Env):
             "teaching_step": self.t,
             "student_steps": self.student_steps,
             "diverged": diverged,
+            "evaluated": evaluated,
             "reused_unroll": reused,
         }
         if terminated or truncated:

@@ -8,12 +8,17 @@ be differentiated with respect to the loss parameters phi (the hypergradient, ME
 
 Both modes use the same arithmetic (``p - lr * g``), so committing the result of a differentiable
 unroll gives the same student as re-running the steps without a graph.
+
+:func:`checkpointed_val_loss` is the same unroll with activation checkpointing at step granularity:
+the forward keeps only the K parameter lists, and the backward recomputes one step's graph at a
+time (a reverse pass of Hessian-vector products), so the memory of K graphs becomes that of one,
+for about one extra plain pass through the K steps.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +79,7 @@ def sgd_unroll(
     *,
     create_graph: bool,
     steps: Optional[int] = None,
+    keep_states: Optional[list] = None,
 ) -> tuple[list[torch.Tensor], UnrollStats]:
     """K steps of plain SGD (no momentum, no weight decay) on ``loss_fn(logits, y)``.
 
@@ -81,11 +87,15 @@ def sgd_unroll(
     With ``create_graph=True`` the new parameters are functions of the old ones and of whatever
     ``loss_fn`` closes over (phi), ready for a second-order backward pass. ``buffers`` are
     updated in place by BatchNorm; pass copies when the unroll is only a look-ahead.
+    ``keep_states``, a list, receives a copy of each step's input state (parameters, buffers,
+    random state), what a checkpointed backward pass needs to recompute the step.
     """
     steps = len(xs) if steps is None else steps
     logits_seen, losses = [], []
     grads: tuple[torch.Tensor, ...] = ()
     for k in range(steps):
+        if keep_states is not None:
+            keep_states.append(([p.detach().clone() for p in params], [b.clone() for b in buffers], _rng_states(xs.device)))
         logits = student(params, buffers, xs[k])
         loss = loss_fn(logits, ys[k])
         grads = torch.autograd.grad(loss, params, create_graph=create_graph)
@@ -99,6 +109,128 @@ def sgd_unroll(
     with torch.no_grad():
         stats = summarise(logits_seen, ys[:steps], losses, grads, params)
     return params, stats
+
+
+PhiLossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class _CheckpointedRun:
+    """Inputs of a checkpointed unroll, and its side results (final student, statistics)."""
+
+    student: FunctionalStudent
+    params: list[torch.Tensor]
+    buffers: list[torch.Tensor]
+    xs: torch.Tensor
+    ys: torch.Tensor
+    loss: PhiLossFn
+    lr: float
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    steps: int
+    saved: Optional[list[tuple[list[torch.Tensor], list[torch.Tensor], Any]]] = None
+    final_params: Optional[list[torch.Tensor]] = None
+    val_buffers: Optional[list[torch.Tensor]] = None
+    stats: Optional[UnrollStats] = None
+
+
+def _rng_states(device: torch.device) -> tuple:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_states(states: tuple, device: torch.device) -> None:
+    torch.set_rng_state(states[0])
+    if states[1] is not None:
+        torch.cuda.set_rng_state(states[1], device)
+
+
+class _CheckpointedUnroll(torch.autograd.Function):
+    """``phi -> val CE after K SGD steps under loss(phi)``, storing parameters instead of graphs."""
+
+    @staticmethod
+    def forward(ctx: Any, phi: torch.Tensor, run: _CheckpointedRun) -> torch.Tensor:  # type: ignore[override]
+        device = phi.device
+        phi_value = phi.detach()
+        run.saved = []
+        with torch.enable_grad():
+            params = [p.detach().clone().requires_grad_(True) for p in run.params]
+            params, run.stats = sgd_unroll(
+                run.student, params, run.buffers, run.xs, run.ys, lambda z, y: run.loss(phi_value, z, y), run.lr,
+                create_graph=False, steps=run.steps, keep_states=run.saved,
+            )
+        params = [p.detach() for p in params]
+        run.val_buffers = [b.clone() for b in run.buffers]  # the val forward must not move the kept stats
+        run.saved.append((params, [b.clone() for b in run.val_buffers], _rng_states(device)))
+        with torch.no_grad():
+            val_loss = F.cross_entropy(run.student(params, run.val_buffers, run.x_val), run.y_val)
+        run.final_params = params
+        ctx.run = run
+        ctx.save_for_backward(phi_value)
+        return val_loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        run: _CheckpointedRun = ctx.run
+        (phi_value,) = ctx.saved_tensors
+        device = phi_value.device
+        saved = run.saved
+        assert saved is not None, "a checkpointed unroll can be differentiated once"
+        grad_phi = torch.zeros_like(phi_value)
+        cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices), torch.enable_grad():
+            # adjoint of the final parameters: d(val CE)/d(theta_K)
+            params, buffers, rng = saved[-1]
+            _set_rng_states(rng, device)
+            leaves = [p.detach().requires_grad_(True) for p in params]
+            val_loss = F.cross_entropy(run.student(leaves, [b.clone() for b in buffers], run.x_val), run.y_val)
+            adjoint = [grad_out * a for a in torch.autograd.grad(val_loss, leaves)]
+            phi_leaf = phi_value.detach().requires_grad_(True)
+            for k in reversed(range(run.steps)):
+                # theta_{k+1} = theta_k - lr * g_k(theta_k, phi): pull the adjoint back through one step
+                params, buffers, rng = saved[k]
+                _set_rng_states(rng, device)
+                leaves = [p.detach().requires_grad_(True) for p in params]
+                loss = run.loss(phi_leaf, run.student(leaves, [b.clone() for b in buffers], run.xs[k]), run.ys[k])
+                grads = torch.autograd.grad(loss, leaves, create_graph=True)
+                dot = torch.stack([(g * a).sum() for g, a in zip(grads, adjoint)]).sum()
+                *hvp, d_phi = torch.autograd.grad(dot, [*leaves, phi_leaf], allow_unused=True)
+                adjoint = [a - run.lr * h if h is not None else a for a, h in zip(adjoint, hvp)]
+                if d_phi is not None:
+                    grad_phi.sub_(run.lr * d_phi)
+                saved[k] = None  # type: ignore[call-overload]  # free step k's copy as soon as it is used
+        run.saved = None
+        return grad_phi, None
+
+
+def checkpointed_val_loss(
+    student: FunctionalStudent,
+    params: list[torch.Tensor],
+    buffers: list[torch.Tensor],
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    loss: PhiLossFn,
+    phi: torch.Tensor,
+    lr: float,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    *,
+    steps: Optional[int] = None,
+) -> tuple[torch.Tensor, list[torch.Tensor], UnrollStats]:
+    """The validation CE after K SGD steps under ``loss(phi, logits, y)``, differentiable in ``phi``.
+
+    The same value and gradient as ``sgd_unroll(create_graph=True)`` followed by the validation
+    forward, with step-level activation checkpointing: memory holds K + 1 parameter lists and one
+    step's double-backward graph instead of K graphs. The backward pass (once only) recomputes each
+    step, with the RNG state it had, and pulls the adjoint back with a Hessian-vector product.
+    ``buffers`` are updated in place as in :func:`sgd_unroll`. Returns the loss, the final
+    (detached) parameters and the unroll's statistics.
+    """
+    run = _CheckpointedRun(student, params, buffers, xs, ys, loss, lr, x_val, y_val, len(xs) if steps is None else steps)
+    val_loss = _CheckpointedUnroll.apply(phi, run)
+    assert run.final_params is not None and run.stats is not None
+    return val_loss, run.final_params, run.stats
 
 
 def summarise(

@@ -165,6 +165,24 @@ def test_rewards_are_the_documented_differences():
         assert reward == pytest.approx(expected, abs=1e-12)
 
 
+def test_reward_every_evaluates_every_nth_step_and_keeps_the_return():
+    dense = make(teaching_steps=5, lookahead="off")
+    sparse = make(teaching_steps=5, lookahead="off", reward_every=2)
+    obs_d, rewards_d, info_d = rollout(dense, seed=4, n=5)
+    obs_s, rewards_s, info_s = rollout(sparse, seed=4, n=5)
+    assert [r == 0.0 for r in rewards_s] == [True, False, True, False, False]  # steps 2, 4 and the last
+    assert sum(rewards_s) == pytest.approx(sum(rewards_d), abs=1e-12)  # val_loss_decrease telescopes
+    assert rewards_s[1] == pytest.approx(rewards_d[0] + rewards_d[1], abs=1e-12)
+    assert info_s["evaluated"] and info_s["test_acc"] == info_d["test_acc"]
+    # the student is the same; off an evaluation the observation repeats the last val entries
+    np.testing.assert_array_equal(obs_s[1]["student"][3:5], obs_s[0]["student"][3:5])
+    np.testing.assert_array_equal(obs_s[2]["student"], obs_d[2]["student"])
+    assert np.array_equal(obs_s[1]["student"][[1, 2, 5, 6]], obs_d[1]["student"][[1, 2, 5, 6]])
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match=f"reward_every={bad!r}"):
+            make(reward_every=bad)
+
+
 def test_divergence_terminates_with_penalty_and_env_recovers():
     env = make(lr=1e20, lookahead="off", divergence_penalty=-7.0)  # parameters overflow to inf
     env.reset(seed=0)
