@@ -404,23 +404,21 @@ class L2TEnv(gym.Env):
             val_loss, params, stats = checkpointed_val_loss(  # copies the parameters it keeps
                 self.student, self.params, buffers, b.x, b.y, self.loss_family, phi, self.config.lr, b.x_val, b.y_val, steps=steps
             )
-            if steps == self.config.unroll_steps:
-                self._unroll = _Unroll(self.t, phi.detach().clone(), params, buffers, stats)
-            return val_loss
-        params0 = [p.detach().clone().requires_grad_(True) for p in self.params]
-        params, stats = sgd_unroll(
-            self.student,
-            params0,
-            buffers,
-            b.x,
-            b.y,
-            lambda z, y: self.loss_family(phi, z, y),
-            self.config.lr,
-            create_graph=True,
-            steps=steps,
-        )
-        val_buffers = [buf.clone() for buf in buffers]  # the val forward must not move the kept stats
-        val_loss = F.cross_entropy(self.student(params, val_buffers, b.x_val), b.y_val)
+        else:
+            params0 = [p.detach().clone().requires_grad_(True) for p in self.params]
+            params, stats = sgd_unroll(
+                self.student,
+                params0,
+                buffers,
+                b.x,
+                b.y,
+                lambda z, y: self.loss_family(phi, z, y),
+                self.config.lr,
+                create_graph=True,
+                steps=steps,
+            )
+            val_buffers = [buf.clone() for buf in buffers]  # the val forward must not move the kept stats
+            val_loss = F.cross_entropy(self.student(params, val_buffers, b.x_val), b.y_val)
         if steps == self.config.unroll_steps:
             self._unroll = _Unroll(self.t, phi.detach().clone(), [p.detach() for p in params], buffers, stats)
         return val_loss

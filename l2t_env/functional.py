@@ -130,7 +130,6 @@ class _CheckpointedRun:
     steps: int
     saved: Optional[list[tuple[list[torch.Tensor], list[torch.Tensor], Any]]] = None
     final_params: Optional[list[torch.Tensor]] = None
-    val_buffers: Optional[list[torch.Tensor]] = None
     stats: Optional[UnrollStats] = None
 
 
@@ -160,10 +159,10 @@ class _CheckpointedUnroll(torch.autograd.Function):
                 create_graph=False, steps=run.steps, keep_states=run.saved,
             )
         params = [p.detach() for p in params]
-        run.val_buffers = [b.clone() for b in run.buffers]  # the val forward must not move the kept stats
-        run.saved.append((params, [b.clone() for b in run.val_buffers], _rng_states(device)))
+        run.saved.append((params, [b.clone() for b in run.buffers], _rng_states(device)))
+        val_buffers = [b.clone() for b in run.buffers]  # the val forward must not move the kept stats
         with torch.no_grad():
-            val_loss = F.cross_entropy(run.student(params, run.val_buffers, run.x_val), run.y_val)
+            val_loss = F.cross_entropy(run.student(params, val_buffers, run.x_val), run.y_val)
         run.final_params = params
         ctx.run = run
         ctx.save_for_backward(phi_value)
@@ -184,7 +183,8 @@ class _CheckpointedUnroll(torch.autograd.Function):
             params, buffers, rng = saved[-1]
             _set_rng_states(rng, device)
             leaves = [p.detach().requires_grad_(True) for p in params]
-            val_loss = F.cross_entropy(run.student(leaves, [b.clone() for b in buffers], run.x_val), run.y_val)
+            # each saved state is used once, so its buffers (copies) may be moved by the recompute
+            val_loss = F.cross_entropy(run.student(leaves, buffers, run.x_val), run.y_val)
             adjoint = [grad_out * a for a in torch.autograd.grad(val_loss, leaves)]
             phi_leaf = phi_value.detach().requires_grad_(True)
             for k in reversed(range(run.steps)):
@@ -192,7 +192,7 @@ class _CheckpointedUnroll(torch.autograd.Function):
                 params, buffers, rng = saved[k]
                 _set_rng_states(rng, device)
                 leaves = [p.detach().requires_grad_(True) for p in params]
-                loss = run.loss(phi_leaf, run.student(leaves, [b.clone() for b in buffers], run.xs[k]), run.ys[k])
+                loss = run.loss(phi_leaf, run.student(leaves, buffers, run.xs[k]), run.ys[k])
                 grads = torch.autograd.grad(loss, leaves, create_graph=True)
                 dot = torch.stack([(g * a).sum() for g, a in zip(grads, adjoint)]).sum()
                 *hvp, d_phi = torch.autograd.grad(dot, [*leaves, phi_leaf], allow_unused=True)
