@@ -1,0 +1,240 @@
+"""Benchmark configs: the YAML of ``l2t bench`` read, checked and expanded into runs.
+
+A run's key is (task label, teacher label, seed, hash of everything else that shapes it): the
+resume rule of ``runs.jsonl`` and the identity of trained agents both rest on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+from l2t_env.config_files import builtin_names, config_dir, read_yaml
+
+BENCH_KEYS = (
+    "name", "description", "tasks", "teachers", "seeds", "train_seeds", "train_timesteps",
+    "task_overrides", "env_kwargs", "device", "reference",
+)
+TASK_ENTRY_KEYS = ("name", "label", "overrides")
+TEACHER_ENTRY_KEYS = ("name", "label", "kwargs")
+
+
+@dataclass
+class TaskSpec:
+    """One task of a benchmark: a built-in name or YAML path, with overrides, under a unique label."""
+
+    label: str
+    name: str
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class TeacherSpec:
+    """One teacher of a benchmark: a registry name and constructor kwargs, under a unique label."""
+
+    label: str
+    name: str
+    kwargs: dict = field(default_factory=dict)
+    #: has ``train``: trained on ``train_seeds`` before evaluation, then acts frozen
+    trainable: bool = False
+    #: what fixes a trained agent besides the kwargs (the resolved hyper-parameters), for the run key
+    hyperparams: Optional[dict] = None
+    default_timesteps: Optional[int] = None
+
+
+@dataclass
+class BenchConfig:
+    """A validated benchmark config (see the module docstring for the YAML)."""
+
+    name: str
+    tasks: list[TaskSpec]
+    teachers: list[TeacherSpec]
+    seeds: list[int]
+    train_seeds: list[int] = field(default_factory=list)
+    train_timesteps: Union[int, dict, None] = None
+    env_kwargs: dict = field(default_factory=dict)
+    device: str = "auto"
+    reference: str = "ce"
+    raw: dict = field(default_factory=dict)
+
+    def timesteps(self, teacher: TeacherSpec) -> Optional[int]:
+        """The training budget of a trainable teacher: the bench's, else the agent config's."""
+        if isinstance(self.train_timesteps, dict):
+            return self.train_timesteps.get(teacher.label, teacher.default_timesteps)
+        return self.train_timesteps if self.train_timesteps is not None else teacher.default_timesteps
+
+
+@dataclass
+class RunSpec:
+    """One (task, teacher, seed) of the plan, with the key that identifies it in ``runs.jsonl``."""
+
+    task: TaskSpec
+    teacher: TeacherSpec
+    seed: int
+    config_hash: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.task.label}|{self.teacher.label}|{self.seed}|{self.config_hash}"
+
+
+def resolve_config_path(config: Union[str, Path]) -> Path:
+    """A file path, or the name of a built-in config under ``configs/bench/``."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    builtin = config_dir("bench") / f"{config}.yaml"
+    if not path.suffix and builtin.is_file():
+        return builtin
+    raise FileNotFoundError(f"bench config {str(config)!r} is neither a file nor a built-in; built-ins: {builtin_names('bench')}")
+
+
+def _repeated(values: Iterable[Any]) -> list:
+    """The values that occur more than once, sorted."""
+    return sorted(value for value, count in Counter(values).items() if count > 1)
+
+
+def _seed_list(value: Any, key: str) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        raise ValueError(f"{key}={value!r}: expected a list of integers >= 0")
+    dupes = _repeated(value)
+    if dupes:
+        raise ValueError(f"{key} repeats seed(s) {dupes}")
+    return list(value)
+
+
+def _mapping(value: Any, key: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{key}={value!r}: expected a mapping")
+    return dict(value)
+
+
+def _entry(entry: Any, valid: Sequence[str], what: str) -> dict:
+    if isinstance(entry, str):
+        return {"name": entry}
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ValueError(f"{what} entry {entry!r}: expected a name or a mapping with 'name' (keys: {list(valid)})")
+    unknown = sorted(set(entry) - set(valid))
+    if unknown:
+        raise ValueError(f"{what} entry {entry['name']!r}: unknown key(s) {unknown}; valid: {list(valid)}")
+    return entry
+
+
+def _unique_labels(specs: Iterable, what: str) -> None:
+    dupes = _repeated(s.label for s in specs)
+    if dupes:
+        raise ValueError(f"{what} label(s) {dupes} appear twice; give each entry its own 'label'")
+
+
+def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
+    """Read and check a benchmark config: unknown keys, teachers and tasks raise with the valid ones,
+    and the training seeds must be disjoint from the evaluation seeds."""
+    from agents import make_teacher
+    from l2t_env.tasks import load_task
+
+    if isinstance(config, dict):
+        raw, default_name = dict(config), "bench"
+    else:
+        path = resolve_config_path(config)
+        raw, default_name = read_yaml(path), path.stem
+    unknown = sorted(set(raw) - set(BENCH_KEYS))
+    if unknown:
+        raise ValueError(f"bench config: unknown key(s) {unknown}; valid: {list(BENCH_KEYS)}")
+    for key in ("tasks", "teachers", "seeds"):
+        if not raw.get(key):
+            raise ValueError(f"bench config: {key!r} is missing or empty")
+
+    task_overrides = _mapping(raw.get("task_overrides"), "task_overrides")
+    tasks = []
+    for entry in raw["tasks"]:
+        e = _entry(entry, TASK_ENTRY_KEYS, "task")
+        overrides = {**task_overrides, **_mapping(e.get("overrides"), f"task {e['name']!r}: overrides")}
+        load_task(e["name"], **overrides)  # unknown task or key: raises with the valid ones
+        tasks.append(TaskSpec(label=str(e.get("label", e["name"])), name=str(e["name"]), overrides=overrides))
+    _unique_labels(tasks, "task")
+
+    teachers = []
+    for entry in raw["teachers"]:
+        e = _entry(entry, TEACHER_ENTRY_KEYS, "teacher")
+        kwargs = _mapping(e.get("kwargs"), f"teacher {e['name']!r}: kwargs")
+        try:
+            probe = make_teacher(e["name"], **kwargs)
+        except TypeError as err:
+            raise ValueError(f"teacher {e['name']!r}: bad kwargs {kwargs}: {err}") from err
+        trainable = callable(getattr(probe, "train", None))
+        teachers.append(
+            TeacherSpec(
+                label=str(e.get("label", e["name"])),
+                name=str(e["name"]),
+                kwargs=kwargs,
+                trainable=trainable,
+                hyperparams=getattr(probe, "hyperparams", None) if trainable else None,
+                default_timesteps=getattr(probe, "n_timesteps", None) if trainable else None,
+            )
+        )
+    _unique_labels(teachers, "teacher")
+
+    seeds = _seed_list(raw["seeds"], "seeds")
+    train_seeds = _seed_list(raw.get("train_seeds") or [], "train_seeds")
+    trainable = [t.label for t in teachers if t.trainable]
+    if trainable and not train_seeds:
+        raise ValueError(f"teachers {trainable} are trained before evaluation: give 'train_seeds' (disjoint from 'seeds')")
+    overlap = sorted(set(seeds) & set(train_seeds))
+    if overlap:
+        raise ValueError(
+            f"train_seeds and seeds share {overlap}: a teacher must not be evaluated on a seed it was trained on; "
+            f"seeds={seeds}, train_seeds={train_seeds}"
+        )
+    steps = raw.get("train_timesteps")
+    if isinstance(steps, dict):
+        bad = sorted(set(steps) - set(trainable))
+        if bad:
+            raise ValueError(f"train_timesteps names {bad}, which are not trainable teachers here; valid: {trainable}")
+        values = list(steps.values())
+    else:
+        values = [] if steps is None else [steps]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        raise ValueError(f"train_timesteps={steps!r}: expected an integer >= 1 or a mapping teacher -> integer")
+    return BenchConfig(
+        name=str(raw.get("name", default_name)),
+        tasks=tasks,
+        teachers=teachers,
+        seeds=seeds,
+        train_seeds=train_seeds,
+        train_timesteps=steps,
+        env_kwargs=_mapping(raw.get("env_kwargs"), "env_kwargs"),
+        device=str(raw.get("device", "auto")),
+        reference=str(raw.get("reference", "ce")),
+        raw=raw,
+    )
+
+
+def config_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> str:
+    """A short hash of everything but the seed that shapes a run (not the device)."""
+    what: dict[str, Any] = {
+        "task": task.name,
+        "task_overrides": task.overrides,
+        "env_kwargs": cfg.env_kwargs,
+        "teacher": teacher.name,
+        "teacher_kwargs": teacher.kwargs,
+    }
+    if teacher.trainable:
+        what.update(hyperparams=teacher.hyperparams, train_seeds=cfg.train_seeds, train_timesteps=cfg.timesteps(teacher))
+    blob = json.dumps(what, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def plan_runs(cfg: BenchConfig) -> list[RunSpec]:
+    """Every run of the benchmark, task by task, teacher by teacher, seed by seed."""
+    return [
+        RunSpec(task, teacher, seed, config_hash(cfg, task, teacher))
+        for task in cfg.tasks
+        for teacher in cfg.teachers
+        for seed in cfg.seeds
+    ]
