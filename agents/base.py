@@ -110,24 +110,42 @@ def register_teacher(name: str) -> Callable:
     return wrap
 
 
+#: Built-in teachers that need an optional extra, by the extra's name; the missing ones are named,
+#: not hidden, when the extra is not installed.
+EXTRA_TEACHERS: dict[str, tuple[str, ...]] = {"sb3": ("a2c", "ppo", "sac", "td3")}
+_MISSING_EXTRAS: dict[str, str] = {}  # extra -> why its import failed
+
+
 def _ensure_builtin_teachers() -> None:
     import agents.baselines  # noqa: F401
     import agents.l2t_dln  # noqa: F401
 
     try:
         import agents.sb3_teachers  # noqa: F401
-    except ImportError:  # stable-baselines3 not installed: its teachers are simply absent
-        pass
+    except ImportError as err:  # stable-baselines3 not installed: its teachers need the extra
+        _MISSING_EXTRAS["sb3"] = str(err)
 
 
 def available_teachers() -> list[str]:
+    """The registered teachers (those whose dependencies are installed), sorted."""
     _ensure_builtin_teachers()
     return sorted(TEACHERS)
+
+
+def unavailable_teachers() -> dict[str, str]:
+    """Built-in teachers whose extra is not installed: name -> the extra that adds them."""
+    _ensure_builtin_teachers()
+    return {name: extra for extra in _MISSING_EXTRAS for name in EXTRA_TEACHERS[extra] if name not in TEACHERS}
 
 
 def make_teacher(name: str, **kwargs: Any) -> Teacher:
     """A teacher by registry name; unknown names raise with the list of valid ones."""
     _ensure_builtin_teachers()
     if name not in TEACHERS:
+        extra = unavailable_teachers().get(name)
+        if extra is not None:
+            raise ImportError(
+                f"teacher {name!r} needs the {extra!r} extra ({_MISSING_EXTRAS[extra]}): pip install 'l2t-env[{extra}]'"
+            )
         raise ValueError(f"unknown teacher {name!r}; valid: {sorted(TEACHERS)}")
     return TEACHERS[name](**kwargs)

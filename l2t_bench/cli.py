@@ -10,11 +10,15 @@ from l2t_bench import bench, teach
 
 
 def list_things(args: argparse.Namespace) -> int:
-    from agents import available_teachers
+    from agents.base import available_teachers, unavailable_teachers
     from l2t_env.config_files import builtin_names
 
     print("tasks:    " + ", ".join(builtin_names("tasks")))
     print("teachers: " + ", ".join(available_teachers()))
+    missing = unavailable_teachers()
+    for extra in sorted(set(missing.values())):
+        names = sorted(n for n, e in missing.items() if e == extra)
+        print(f"          not installed: {', '.join(names)} (pip install 'l2t-env[{extra}]')")
     print("benches:  " + ", ".join(builtin_names("bench")))
     return 0
 
