@@ -2,10 +2,14 @@
 
 Everything here builds on the env's public API (and the documented differentiable hooks on
 ``env.unwrapped``); nothing in ``l2t_env`` imports this package.
+
+The folder is ``agents/`` in the repository but the package installs as ``l2t_agents``: the import
+name ``agents`` is taken by other widely installed distributions (the OpenAI Agents SDK among
+them), and two distributions installing one top-level name overwrite each other.
 """
 
-from agents.base import BaseTeacher, Teacher, available_teachers, make_teacher, register_teacher
-from agents.evaluation import EpisodeRecord, make_env, run_episode
+from l2t_agents.base import BaseTeacher, Teacher, available_teachers, make_teacher, register_teacher
+from l2t_agents.evaluation import EpisodeRecord, make_env, run_episode
 
 __all__ = [
     "BaseTeacher",

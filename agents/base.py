@@ -1,7 +1,7 @@
 """The one interface every teacher implements, and the registry that names them.
 
 A teacher acts on ``L2T-v0`` through the standard Gymnasium API. The loop that drives it is
-:func:`agents.evaluation.run_episode`::
+:func:`l2t_agents.evaluation.run_episode`::
 
     obs, info = env.reset(seed=seed)
     teacher.reset(env)                       # a new episode (and a new student)
@@ -117,11 +117,11 @@ _MISSING_EXTRAS: dict[str, str] = {}  # extra -> why its import failed
 
 
 def _ensure_builtin_teachers() -> None:
-    import agents.baselines  # noqa: F401
-    import agents.l2t_dln  # noqa: F401
+    import l2t_agents.baselines  # noqa: F401
+    import l2t_agents.l2t_dln  # noqa: F401
 
     try:
-        import agents.sb3_teachers  # noqa: F401
+        import l2t_agents.sb3_teachers  # noqa: F401
     except ImportError as err:  # stable-baselines3 not installed: its teachers need the extra
         _MISSING_EXTRAS["sb3"] = str(err)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import BaseTeacher, register_teacher
+from l2t_agents.base import BaseTeacher, register_teacher
 
 
 def _zeros(env) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 
 import gymnasium as gym
 
-from agents.base import Teacher
+from l2t_agents.base import Teacher
 
 CURVE_KEYS = ("val_loss", "val_acc", "train_loss", "train_acc", "loss_value", "grad_norm")
 

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from agents.base import BaseTeacher, register_teacher
+from l2t_agents.base import BaseTeacher, register_teacher
 
 LSTMState = list[tuple[torch.Tensor, torch.Tensor]]
 

@@ -53,8 +53,8 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from agents.base import BaseTeacher, register_teacher
-from agents.evaluation import make_env
+from l2t_agents.base import BaseTeacher, register_teacher
+from l2t_agents.evaluation import make_env
 from l2t_env.config_files import config_dir, read_yaml
 
 ENV_ID = "L2T-v0"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import l2t_env  # noqa: F401
-from agents import make_env, make_teacher
+from l2t_agents import make_env, make_teacher
 
 
 def trace_teacher(task: str, seed: int, report_at: set[int]) -> None:

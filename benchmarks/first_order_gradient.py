@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import torch  # noqa: E402
 
-from agents.evaluation import make_env  # noqa: E402
-from agents.l2t_dln import L2TDLNTeacher, preprocess_gradient  # noqa: E402
+from l2t_agents.evaluation import make_env  # noqa: E402
+from l2t_agents.l2t_dln import L2TDLNTeacher, preprocess_gradient  # noqa: E402
 
 DEFAULT_TASKS = ("digits-mlp",)
 DEFAULT_SCALES = (1e-2, 1e-3, 1e-4, 1e-5)

@@ -7,7 +7,7 @@ Per student task, medians over repeats after a warm-up, all variants interleaved
   (``torch.optim.SGD(lr=task lr)``, ``zero_grad / backward / step``), on the batches of the
   faithful env's step of the same repeat (every env has the same seed, hence the same batches).
 - ``faithful``: the real ``teacher.act(obs)`` + ``env.step(u)`` (+ ``teacher.observe``) of an
-  ``L2TDLNTeacher()`` on ``agents.evaluation.make_env``. In steady state: stage 2 + stage 3 (a
+  ``L2TDLNTeacher()`` on ``l2t_agents.evaluation.make_env``. In steady state: stage 2 + stage 3 (a
   second unroll under phi', its backward, the LSTM backward and Adam step) + the commit (which
   reuses the stage-3 unroll) + the reward's evaluation + the next observation's stage 1.
 - ``first-order``: the same with ``L2TDLNTeacher(first_order=True)``: no stage-3 unroll, the
@@ -17,7 +17,7 @@ Per student task, medians over repeats after a warm-up, all variants interleaved
 
 Per-stage breakdown: a second faithful and a second first-order teacher/env pair run an
 instrumented copy of ``act`` + ``step`` written with the same public pieces
-(``agents.l2t_dln.preprocess_gradient``, ``teacher.lstm``, ``teacher.optimizer``,
+(``l2t_agents.l2t_dln.preprocess_gradient``, ``teacher.lstm``, ``teacher.optimizer``,
 ``env.unwrapped.unrolled_val_loss`` / ``phi_after`` / ``loss_gradient``), a timer around each piece:
 
 - stage 1: ``env.unwrapped.loss_gradient()`` re-run right after ``env.step`` (the step has just
@@ -68,8 +68,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from agents.evaluation import make_env  # noqa: E402
-from agents.l2t_dln import L2TDLNTeacher, preprocess_gradient  # noqa: E402
+from l2t_agents.evaluation import make_env  # noqa: E402
+from l2t_agents.l2t_dln import L2TDLNTeacher, preprocess_gradient  # noqa: E402
 from l2t_env.functional import evaluate  # noqa: E402
 
 DEFAULT_TASKS = ("digits-mlp", "random-cifar10-resnet8", "random-cifar10-resnet8-wide")

@@ -10,7 +10,7 @@ from l2t_bench import bench, teach
 
 
 def list_things(args: argparse.Namespace) -> int:
-    from agents.base import available_teachers, unavailable_teachers
+    from l2t_agents.base import available_teachers, unavailable_teachers
     from l2t_env.config_files import builtin_names
 
     print("tasks:    " + ", ".join(builtin_names("tasks")))

@@ -135,7 +135,7 @@ def _unique_labels(specs: Iterable, what: str) -> None:
 def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
     """Read and check a benchmark config: unknown keys, teachers and tasks raise with the valid ones,
     and the training seeds must be disjoint from the evaluation seeds."""
-    from agents import make_teacher
+    from l2t_agents import make_teacher
     from l2t_env.tasks import load_task
 
     if isinstance(config, dict):

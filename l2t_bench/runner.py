@@ -21,7 +21,7 @@ def agent_dir(out: Path, run: RunSpec) -> Path:
 
 
 def _train_agent(cfg: BenchConfig, run: RunSpec, path: Path, progress: Progress, tensorboard: Optional[Path]) -> None:
-    from agents import make_teacher
+    from l2t_agents import make_teacher
 
     teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
     steps = cfg.timesteps(run.teacher)
@@ -52,7 +52,7 @@ def run_bench(
     run on a task; every run gets a freshly made teacher and env.
     """
     import l2t_env  # noqa: F401  (registers L2T-v0)
-    from agents import make_env, make_teacher, run_episode
+    from l2t_agents import make_env, make_teacher, run_episode
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

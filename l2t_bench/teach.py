@@ -55,7 +55,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     import l2t_env  # noqa: F401  (registers L2T-v0)
-    from agents import make_env, make_teacher, run_episode
+    from l2t_agents import make_env, make_teacher, run_episode
 
     console = Console()
     s = resolve_settings(args)

@@ -15,7 +15,7 @@ import sys
 sys.modules["stable_baselines3"] = None
 from l2t_bench.cli import main
 code = main(["list"])
-from agents import make_teacher
+from l2t_agents import make_teacher
 try:
     make_teacher("ppo")
 except ImportError as err:
@@ -47,3 +47,19 @@ def test_list_with_sb3_shows_every_teacher_and_no_missing_line():
     for name in ("ce", "fixed", "hypergrad", "l2t-dln", "ppo", "sac"):
         assert name in teachers
     assert "digits-mlp" in out.stdout
+
+
+def test_teachers_install_as_l2t_agents_not_agents(tmp_path):
+    """The agents/ folder is importable as l2t_agents only; no top-level `agents` of ours is installed."""
+    code = (
+        "import importlib.util, l2t_agents\n"
+        "spec = importlib.util.find_spec('agents')\n"
+        "print(l2t_agents.__name__, l2t_agents.make_teacher('ce').__class__.__name__)\n"
+        "print('agents:', None if spec is None else spec.origin)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("l2t_agents ")
+    origin = lines[1].removeprefix("agents: ")
+    assert origin == "None" or not origin.startswith(str(REPO)), f"our agents/ folder is importable as `agents`: {origin}"

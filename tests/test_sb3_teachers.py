@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("stable_baselines3")
 
 import l2t_env  # noqa: E402,F401  (registers L2T-v0)
-from agents import make_env, make_teacher  # noqa: E402
-from agents.sb3_teachers import SeedSchedule, parse_policy_kwargs  # noqa: E402
+from l2t_agents import make_env, make_teacher  # noqa: E402
+from l2t_agents.sb3_teachers import SeedSchedule, parse_policy_kwargs  # noqa: E402
 
 TINY = {"teaching_steps": 3}
 # Small enough that each agent trains in about a second on a 2-core CPU.
@@ -140,7 +140,7 @@ def test_policy_kwargs_strings():
 def test_agents_import_without_sb3():
     code = (
         "import sys; sys.modules['stable_baselines3'] = None\n"
-        "import agents; names = agents.available_teachers()\n"
+        "import l2t_agents; names = l2t_agents.available_teachers()\n"
         "assert 'ppo' not in names and 'l2t-dln' in names, names\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 import l2t_env  # noqa: F401
-from agents import make_env, make_teacher, run_episode
-from agents.l2t_dln import CoordinateLSTM, L2TDLNTeacher, preprocess_gradient
+from l2t_agents import make_env, make_teacher, run_episode
+from l2t_agents.l2t_dln import CoordinateLSTM, L2TDLNTeacher, preprocess_gradient
 
 TINY = dict(teaching_steps=4, unroll_steps=3, batch_size=8, val_batch_size=16, student_kwargs={"hidden": [16]})
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import l2t_env  # noqa: F401
-from agents.l2t_dln import L2TDLNTeacher
+from l2t_agents.l2t_dln import L2TDLNTeacher
 from l2t_env.tasks import RawData, TaskConfig
 
 TINY = dict(teaching_steps=3, unroll_steps=3, batch_size=8, val_batch_size=16, dtype="float64")
