@@ -3,13 +3,14 @@
 A backend gets the pending runs and reports each one back to the driver as it ends, either with its
 record (``on_done``) or as a ``RunFailure`` (``on_fail``); it never writes ``runs.jsonl`` itself, so
 the resume rule is the same whatever ran the runs. Both call the same plain functions,
-``runner.train_agent`` and ``runner.execute_run``.
+``runner.prepare_agent`` and ``runner.execute_run``.
 
 Ray backend design: the driver submits one Ray task per run with the resources the config asks for
 (``resources:`` of the bench, task or teacher entry; fractional GPUs allowed) and ``max_retries``
-for workers that die (a run that raises is not retried: it would raise again). A trainable teacher
-is trained once per task as its own task; the driver saves the agent under ``DIR/agents/`` and
-passes its state to the evaluation runs through the object store, so workers need no shared disk.
+for workers that die (a run that raises is not retried: it would raise again). A teacher that is
+trained (SB3) or pretrained before evaluation is prepared once, as its own task; the driver saves it
+under ``DIR/agents/`` and ships its files to the evaluation runs through the object store, so the
+workers need no disk shared with the driver.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Callable, Optional, Protocol
 
 from l2t_bench.config import BenchConfig, RunSpec, import_modules
 from l2t_bench.progress import BenchProgress
-from l2t_bench.runner import RunFailure, agent_dir, execute_run, load_agent_state, train_agent
+from l2t_bench.runner import RunFailure, agent_path, agent_work, execute_run, pack_agent, prepare_agent, unpack_agent
 
 BACKENDS = ("local", "ray")
 
@@ -52,14 +53,6 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _save_agent(run: RunSpec, state: dict, path: Path) -> None:
-    from l2t_agents import make_teacher
-
-    teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
-    teacher.load_state_dict(state)
-    teacher.save(path)
-
-
 class LocalBackend:
     """The runs one after another in this process; a trainable teacher is trained before its first run."""
 
@@ -76,33 +69,26 @@ class LocalBackend:
         progress: BenchProgress,
         tensorboard: Optional[Path] = None,
     ) -> None:
-        agents: dict[Path, dict] = {}
-        training_failed: dict[Path, str] = {}
+        failed: dict[Path, str] = {}  # agents whose preparation failed: their other runs fail without retrying it
         for run in pending:
             progress.started(run)
-            state, agent = None, None
-            if run.teacher.trainable:
-                path = agent_dir(out, run)
-                agent = str(path.relative_to(out))
-                if path in training_failed:
-                    on_fail(RunFailure(run, training_failed[path]))
-                    continue
+            path = agent_path(out, cfg, run)
+            if path is not None and path in failed:
+                on_fail(RunFailure(run, failed[path]))
+                continue
+            if path is not None and not path.exists():
                 try:
-                    if not path.exists():
-                        report = progress.training(f"{run.teacher.label} on {run.task.label}", cfg.timesteps(run.teacher) or 1)
-                        try:
-                            train_agent(cfg, run, tensorboard=tensorboard, progress=report).save(path)
-                        finally:
-                            progress.training_done()
-                    if path not in agents:
-                        agents[path] = load_agent_state(run, path)
+                    report = progress.training(*agent_work(cfg, run))
+                    try:
+                        prepare_agent(cfg, run, path, tensorboard=tensorboard, progress=report, log=progress.note)
+                    finally:
+                        progress.training_done()
                 except Exception as err:
-                    training_failed[path] = f"training its agent failed: {_one_line(err)}"
-                    on_fail(RunFailure(run, training_failed[path], traceback.format_exc()))
+                    failed[path] = f"preparing its agent failed: {_one_line(err)}"
+                    on_fail(RunFailure(run, failed[path], traceback.format_exc()))
                     continue
-                state = agents[path]
             try:
-                record = execute_run(cfg, run, state, agent)
+                record = execute_run(cfg, run, path, str(path.relative_to(out)) if path else None)
             except Exception as err:  # reported; the other runs go on (Ctrl-C is not an Exception)
                 on_fail(RunFailure(run, _one_line(err), traceback.format_exc()))
                 continue
@@ -118,16 +104,27 @@ def import_ray() -> Any:
     return ray
 
 
-def _remote_train(cfg: BenchConfig, run: RunSpec, tensorboard: Optional[str]) -> dict:
-    """Ray task: train the run's teacher and return its state (the driver saves it)."""
+def _remote_prepare(cfg: BenchConfig, run: RunSpec, name: str, tensorboard: Optional[str]) -> dict[str, bytes]:
+    """Ray task: train or pretrain the run's teacher in a scratch folder; return its files (the driver saves them)."""
+    import tempfile
+
     import_modules(cfg.imports)
-    return train_agent(cfg, run, tensorboard=Path(tensorboard) if tensorboard else None).state_dict()
+    with tempfile.TemporaryDirectory(prefix="l2t-agent-") as tmp:
+        path = Path(tmp) / name
+        prepare_agent(cfg, run, path, tensorboard=Path(tensorboard) if tensorboard else None)
+        return pack_agent(path)
 
 
-def _remote_run(cfg: BenchConfig, run: RunSpec, agent_state: Optional[dict], agent: Optional[str]) -> dict:
-    """Ray task: one run (``execute_run`` after the config's ``imports``)."""
+def _remote_run(cfg: BenchConfig, run: RunSpec, agent_files: Optional[dict[str, bytes]], agent_label: Optional[str]) -> dict:
+    """Ray task: one run (``execute_run`` after the config's ``imports``, its agent unpacked locally)."""
+    import tempfile
+
     import_modules(cfg.imports)
-    return execute_run(cfg, run, agent_state, agent)
+    if not agent_files:
+        return execute_run(cfg, run)
+    with tempfile.TemporaryDirectory(prefix="l2t-agent-") as tmp:
+        name = Path(next(iter(agent_files))).parts[0]
+        return execute_run(cfg, run, unpack_agent(agent_files, Path(tmp) / name), agent_label)
 
 
 class RayBackend:
@@ -167,33 +164,33 @@ class RayBackend:
     ) -> None:
         ray = import_ray()
         started = self._init(ray)
-        train_task, run_task = ray.remote(_remote_train), ray.remote(_remote_run)
-        in_flight: dict[Any, tuple[str, Any]] = {}
+        prepare_task, run_task = ray.remote(_remote_prepare), ray.remote(_remote_run)
+        in_flight: dict[Any, tuple[str, Any]] = {}  # ref -> ("run", RunSpec) or ("agent", its path)
+        waiting: dict[Path, list[RunSpec]] = defaultdict(list)  # the pending runs of each agent
 
-        def submit(run: RunSpec, state: Any, agent: Optional[str]) -> None:
-            options = dict(cfg.run_resources(run), max_retries=cfg.max_retries, retry_exceptions=False)
-            ref = run_task.options(name=f"l2t run {run.key}", **options).remote(cfg, run, state, agent)
-            in_flight[ref] = ("run", run)
+        def options(run: RunSpec, what: str) -> dict:
+            return dict(cfg.run_resources(run), max_retries=cfg.max_retries, retry_exceptions=False, name=f"l2t {what}")
 
-        to_train: dict[Path, list[RunSpec]] = defaultdict(list)  # the pending runs of each trained agent
+        def submit_runs(path: Path, files: dict[str, bytes]) -> None:
+            files_ref = ray.put(files)  # one copy in the object store for all the seeds
+            for run in waiting[path]:
+                in_flight[run_task.options(**options(run, run.key)).remote(cfg, run, files_ref, str(path.relative_to(out)))] = ("run", run)
+
         try:
             for run in pending:
-                if not run.teacher.trainable:
-                    submit(run, None, None)
+                path = agent_path(out, cfg, run)
+                if path is None:
+                    in_flight[run_task.options(**options(run, run.key)).remote(cfg, run, None, None)] = ("run", run)
                     continue
-                path = agent_dir(out, run)
-                if path.exists() or path in to_train:
-                    to_train[path].append(run)
-                    continue
-                options = dict(cfg.run_resources(run), max_retries=cfg.max_retries, retry_exceptions=False)
-                ref = train_task.options(name=f"l2t train {path.name}", **options).remote(
-                    cfg, run, str(tensorboard) if tensorboard else None
-                )
-                in_flight[ref] = ("train", path)
-                to_train[path].append(run)
-            for path, runs in to_train.items():  # agents saved by an earlier invocation
-                if path.exists():
-                    self._submit_agent(ray, out, path, runs, load_agent_state(runs[0], path), submit)
+                if path not in waiting and not path.exists():
+                    ref = prepare_task.options(**options(run, f"agent {path.name}")).remote(
+                        cfg, run, path.name, str(tensorboard) if tensorboard else None
+                    )
+                    in_flight[ref] = ("agent", path)
+                waiting[path].append(run)
+            for path in waiting:
+                if path.exists():  # saved by an earlier invocation
+                    submit_runs(path, pack_agent(path))
             while in_flight:
                 ready, _ = ray.wait(list(in_flight), num_returns=1)
                 for ref in ready:
@@ -201,19 +198,18 @@ class RayBackend:
                     try:
                         result = ray.get(ref)
                     except Exception as err:  # a RayTaskError (the run raised) or a worker that died past its retries
-                        error = self._describe(ray, err, cfg)
-                        details = str(err)
+                        error, details = self._describe(ray, err, cfg), str(err)
                         if kind == "run":
                             on_fail(RunFailure(item, error, details))
                         else:
-                            for run in to_train[item]:
-                                on_fail(RunFailure(run, f"training its agent failed: {error}", details))
+                            for run in waiting[item]:
+                                on_fail(RunFailure(run, f"preparing its agent failed: {error}", details))
                         continue
                     if kind == "run":
                         on_done(item, result)
                     else:
-                        _save_agent(to_train[item][0], result, item)
-                        self._submit_agent(ray, out, item, to_train[item], result, submit)
+                        unpack_agent(result, item)
+                        submit_runs(item, result)
         except BaseException:
             for ref in in_flight:
                 ray.cancel(ref, force=True)
@@ -221,12 +217,6 @@ class RayBackend:
         finally:
             if started:
                 ray.shutdown()
-
-    @staticmethod
-    def _submit_agent(ray: Any, out: Path, path: Path, runs: list[RunSpec], state: dict, submit: Callable) -> None:
-        state_ref = ray.put(state)  # one copy in the object store for all the seeds
-        for run in runs:
-            submit(run, state_ref, str(path.relative_to(out)))
 
     @staticmethod
     def _describe(ray: Any, err: BaseException, cfg: BenchConfig) -> str:

@@ -74,11 +74,15 @@ class BenchProgress:
         elapsed = time.perf_counter() - self._start
         self.console.print(f"[{self.done}/{self.total}] {text} ({elapsed:.0f} s elapsed)", markup=False, highlight=False, soft_wrap=True)
 
+    def note(self, text: str) -> None:
+        """A line of its own without a terminal (e.g. a pretraining episode); nothing on a bar."""
+        if self._bar is None and not self.quiet:
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
     def training(self, what: str, total: int) -> Callable[[int, int], None]:
-        """A trainable teacher is trained: a sub-bar on a terminal, one line at start otherwise."""
+        """A teacher is trained or pretrained: a sub-bar on a terminal, one line at start otherwise."""
         if self._bar is None:
-            if not self.quiet:
-                self.console.print(f"training {what} ({total} env steps)", markup=False, highlight=False)
+            self.note(f"{what} ({total} steps)")
             return lambda done, total: None
         bar = self._bar.add_task(f"training {what}", total=total or 1)
         self._training = bar

@@ -1,21 +1,21 @@
 """Running the runs of a benchmark, resumable run by run, on a backend (in this process or on Ray).
 
-``execute_run`` (one run -> its record) and ``train_agent`` are plain functions that every backend
-calls, in this process or in a worker; ``run_bench`` is the driver: it plans, skips what
+``execute_run`` (one run -> its record) and ``prepare_agent`` (train or pretrain a teacher the
+runs start from) are plain functions that every backend calls, in this process or in a worker; ``run_bench`` is the driver: it plans, skips what
 ``runs.jsonl`` already holds, and alone appends each record as its run finishes.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 
 import yaml
 from rich.console import Console
 
-from l2t_bench.config import BenchConfig, RunSpec, plan_runs
+from l2t_bench.config import BenchConfig, RunSpec, plan_runs, pretrain_hash, pretrain_tasks
 from l2t_bench.options import jsonable
 from l2t_bench.progress import BenchProgress
 from l2t_bench.records import RUNS_FILE, append_run, read_runs, repair_runs_file, run_record
@@ -29,59 +29,139 @@ def agent_dir(out: Path, run: RunSpec) -> Path:
     return out / "agents" / f"{run.task.label}__{run.teacher.label}__{run.config_hash}"
 
 
-def train_agent(
+def pretrained_path(out: Path, cfg: BenchConfig, run: RunSpec) -> Path:
+    """Where the pretrained teacher of this run is kept: shared by every row with the same
+    teacher, kwargs and pretraining (frozen and online rows, other labels)."""
+    return out / "agents" / f"pretrained__{run.teacher.name}__{pretrain_hash(cfg, run.task, run.teacher)}.pt"
+
+
+def agent_path(out: Path, cfg: BenchConfig, run: RunSpec) -> Optional[Path]:
+    """Where the agent a run starts from lies (trained or pretrained), or None: a fresh teacher."""
+    if run.teacher.trainable:
+        return agent_dir(out, run)
+    if run.teacher.pretrain is not None:
+        return pretrained_path(out, cfg, run)
+    return None
+
+
+def prepare_agent(
     cfg: BenchConfig,
     run: RunSpec,
+    path: Path,
     *,
     tensorboard: Optional[Path] = None,
     progress: Optional[Callable[[int, int], Any]] = None,
-) -> Any:
-    """Train the trainable teacher of ``run`` on the config's training seeds; return the teacher."""
-    from l2t_agents import make_teacher
+    log: Optional[Callable[[str], Any]] = None,
+) -> None:
+    """Train (``train:`` SB3 agents) or pretrain (``pretrain:`` entries) the teacher of ``run`` and
+    save it at ``path``; ``progress(done, total)`` follows env steps or episodes, ``log`` gets a
+    line per pretraining episode."""
+    import time
+
+    from l2t_agents import make_env, make_teacher
 
     teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
-    teacher.train(
-        run.task.name,
-        cfg.train_seeds,
-        total_timesteps=cfg.timesteps(run.teacher),
-        env_kwargs={**cfg.env_kwargs, **run.task.overrides, "device": cfg.device},
-        tensorboard_log=str(tensorboard) if tensorboard else None,
-        progress=progress,
+    if run.teacher.trainable:
+        teacher.train(
+            run.task.name,
+            cfg.train_seeds,
+            total_timesteps=cfg.timesteps(run.teacher),
+            env_kwargs={**cfg.env_kwargs, **run.task.overrides, "device": cfg.device},
+            tensorboard_log=str(tensorboard) if tensorboard else None,
+            progress=progress,
+        )
+        teacher.save(path)
+        return
+    from l2t_agents.pretraining import PretrainPlan, pretrain, save_pretrained
+
+    spec = run.teacher.pretrain
+    tasks = {t.label: t for t in pretrain_tasks(cfg, run.task, run.teacher)}
+    plan = PretrainPlan(seeds=spec.seeds, tasks=list(tasks), episodes=spec.episodes)
+    total = len(plan.schedule())
+
+    def on_episode(i: int, record: Any) -> None:
+        if progress is not None:
+            progress(i + 1, total)
+        if log is not None:
+            log(f"pretrain {path.name} episode {i + 1}: {record.task} seed {record.seed} test acc {record.final.get('test_acc', float('nan')):.4f}")
+
+    start = time.perf_counter()
+    records = pretrain(
+        teacher, plan, eval_seeds=cfg.seeds, on_episode=on_episode,
+        make_task_env=lambda t, label: make_env(t, tasks[label].name, device=cfg.device, **cfg.env_kwargs, **tasks[label].overrides),
     )
-    return teacher
+    save_pretrained(teacher, path, records, time.perf_counter() - start)
 
 
-def load_agent_state(run: RunSpec, path: Path) -> dict:
-    """The state of the trained agent saved at ``path``, to hand to ``execute_run`` (any process)."""
-    from l2t_agents import make_teacher
+def agent_work(cfg: BenchConfig, run: RunSpec) -> tuple[str, int]:
+    """What preparing the agent of ``run`` is (for progress): a description and its total steps."""
+    if run.teacher.trainable:
+        return f"training {run.teacher.label} on {run.task.label}", cfg.timesteps(run.teacher) or 1
+    from l2t_agents.pretraining import PretrainPlan
 
-    teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
-    teacher.load(path)
-    return teacher.state_dict()
+    spec = run.teacher.pretrain
+    plan = PretrainPlan(seeds=spec.seeds, tasks=[t.label for t in pretrain_tasks(cfg, run.task, run.teacher)], episodes=spec.episodes)
+    return f"pretraining {run.teacher.label} for {run.task.label}", len(plan.schedule())
 
 
-def execute_run(cfg: BenchConfig, run: RunSpec, agent_state: Optional[dict] = None, agent: Optional[str] = None) -> dict:
-    """One run: a fresh teacher (a trained one acts frozen from ``agent_state``) and env, one episode.
+def execute_run(cfg: BenchConfig, run: RunSpec, agent: Optional[Path] = None, agent_label: Optional[str] = None) -> dict:
+    """One run: a fresh teacher (or the one saved at ``agent``: trained agents act frozen, pretrained
+    ones as their entry says) and env, one episode -> its record.
 
-    ``agent`` is where the trained agent lies under the output folder, for the record.
+    ``agent_label`` is where the agent lies under the output folder, for the record.
     """
     import l2t_env  # noqa: F401  (registers L2T-v0)
     from l2t_agents import make_env, make_teacher, run_episode
 
     teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
     train_time = None
-    if run.teacher.trainable:
-        if agent_state is None:
-            raise ValueError(f"run {run.key}: teacher {run.teacher.label!r} acts as trained on train_seeds, but no trained agent was given")
-        teacher.load_state_dict(agent_state)
-        teacher.learning = False
-        train_time = getattr(teacher, "meta", {}).get("train_time")
+    if run.teacher.trainable or run.teacher.pretrain is not None:
+        if agent is None:
+            raise ValueError(f"run {run.key}: teacher {run.teacher.label!r} starts from a trained agent, but none was given")
+        teacher.load(agent)
+        if run.teacher.trainable:
+            teacher.learning = False
+            train_time = getattr(teacher, "meta", {}).get("train_time")
+        else:
+            from l2t_agents.pretraining import pretrained_meta
+
+            teacher.learning = run.teacher.pretrain.online
+            train_time = pretrained_meta(agent).get("train_time")
     env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs, **run.task.overrides)
     try:
         episode = run_episode(env, teacher, run.seed)
     finally:
         env.close()
-    return run_record(run, episode, agent, train_time, str(env.unwrapped.device))
+    return run_record(run, episode, agent_label, train_time, str(env.unwrapped.device))
+
+
+def pack_agent(path: Path) -> dict[str, bytes]:
+    """A saved agent (a file or a folder) as ``{path relative to its parent: bytes}``, to ship to a worker."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(p.relative_to(path.parent)): p.read_bytes() for p in files}
+
+
+def unpack_agent(files: dict[str, bytes], path: Path) -> Path:
+    """Write a packed agent to ``path`` (its name as packed), atomically: a folder beside it renamed into place."""
+    import shutil
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        names = {Path(name).parts[0] for name in files}
+        if len(names) != 1:
+            raise ValueError(f"a packed agent holds one file or folder, got {sorted(names)}")
+        for name, data in files.items():
+            target = tmp / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        if path.is_dir():
+            shutil.rmtree(path)
+        (tmp / names.pop()).replace(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 @dataclass
@@ -97,12 +177,17 @@ class RunFailure:
         return self.run.key
 
 
-@dataclass
-class BenchResult:
-    """The records of the plan's finished runs, in plan order, and the runs that failed this time."""
+class BenchResult(list):
+    """The records of the plan's finished runs, in plan order (the list itself, as before backends
+    existed), and ``failures``: the runs that failed this time."""
 
-    records: list[dict] = field(default_factory=list)
-    failures: list[RunFailure] = field(default_factory=list)
+    def __init__(self, records: Iterable[dict] = (), failures: Iterable[RunFailure] = ()) -> None:
+        super().__init__(records)
+        self.failures: list[RunFailure] = list(failures)
+
+    @property
+    def records(self) -> list[dict]:
+        return list(self)
 
 
 def run_bench(

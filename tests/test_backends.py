@@ -89,7 +89,7 @@ def test_a_failed_training_fails_its_runs_once(tmp_path, monkeypatch):
     result = run_bench(cfg, tmp_path / "out")
     assert len(calls) == 1  # not once per seed
     assert [(f.run.teacher.label, f.run.seed) for f in result.failures] == [("ppo", 0), ("ppo", 1)]
-    assert all(f.error == "training its agent failed: RuntimeError: no GPU left" for f in result.failures)
+    assert all(f.error == "preparing its agent failed: RuntimeError: no GPU left" for f in result.failures)
     assert [r["teacher"] for r in result.records] == ["ce", "ce"]
 
 
