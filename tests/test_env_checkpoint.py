@@ -102,7 +102,7 @@ def test_state_of_another_task_or_loss_family_raises_naming_both_and_changes_not
     env = gym.make("L2T-v0", **DIGITS)
     env.reset(seed=0)
     state = env.unwrapped.state_dict()
-    other = gym.make("L2T-v0", **{**DIGITS, "task": "digits-cnn"})
+    other = gym.make("L2T-v0", **{**DIGITS, "task": "digits-cnn", "student_kwargs": {}})
     with pytest.raises(ValueError, match=r"task 'digits-mlp'.*this env runs task 'digits-cnn'"):
         other.unwrapped.load_state_dict(state)
     dlf = gym.make("L2T-v0", **DIGITS, loss="dlf")
