@@ -26,7 +26,7 @@ from l2t_bench.bench import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-ALL_TEACHERS = {"ce", "fixed", "random", "hypergrad", "l2t-dln", "ppo", "a2c", "sac", "td3"}
+ALL_TEACHERS = {"ce", "fixed", "random", "hypergrad", "l2t-dln", "l2t-dlf", "l2t-dfm", "ppo", "a2c", "sac", "td3"}
 SMOKE_SEEDS = [0, 1]
 
 
