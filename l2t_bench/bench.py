@@ -4,6 +4,7 @@ A benchmark config (YAML; ``configs/bench/quick.yaml`` is the worked example)::
 
     tasks: [digits-mlp, {name: digits-mlp, label: digits-mlp-50, overrides: {teaching_steps: 50}}]
     teachers: [ce, hypergrad, {name: ppo, kwargs: {n_steps: 100}},
+               {name: fixed, label: "fixed (ce init)", env_kwargs: {loss_kwargs: {init: ce}}},
                {name: l2t-dln, label: "l2t-dln (pretrained, frozen)",
                 pretrain: {seeds: [2000, 2001], episodes: 4, tasks: [digits-mlp], online: false}}]
     seeds: [0, 1, 2, 3, 4]            # evaluation seeds

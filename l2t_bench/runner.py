@@ -30,7 +30,7 @@ def _train_agent(cfg: BenchConfig, run: RunSpec, path: Path, progress: Progress,
         run.task.name,
         cfg.train_seeds,
         total_timesteps=steps,
-        env_kwargs={**cfg.env_kwargs, **run.task.overrides, "device": cfg.device},
+        env_kwargs={**cfg.env_kwargs_for(run.teacher), **run.task.overrides, "device": cfg.device},
         tensorboard_log=str(tensorboard) if tensorboard else None,
         progress=lambda done, total: progress.update(bar, completed=done, total=total),
     )
@@ -64,7 +64,7 @@ def _pretrain_agent(cfg: BenchConfig, run: RunSpec, path: Path, progress: Progre
     start = time.perf_counter()
     records = pretrain(
         teacher, plan, eval_seeds=cfg.seeds, on_episode=on_episode,
-        make_task_env=lambda t, label: make_env(t, tasks[label].name, device=cfg.device, **cfg.env_kwargs, **tasks[label].overrides),
+        make_task_env=lambda t, label: make_env(t, tasks[label].name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **tasks[label].overrides),
     )
     save_pretrained(teacher, path, records, time.perf_counter() - start)
     progress.remove_task(bar)
@@ -128,7 +128,7 @@ def run_bench(
                 teacher.learning = run.teacher.pretrain.online
                 agent = str(path.relative_to(out))
                 train_time = pretrained_meta(path).get("train_time")
-            env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs, **run.task.overrides)
+            env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **run.task.overrides)
             try:
                 episode = run_episode(env, teacher, run.seed)
             finally:
