@@ -80,6 +80,18 @@ class BenchConfig:
     device: str = "auto"
     reference: str = "ce"
     raw: dict = field(default_factory=dict)
+    #: run only these task / teacher labels (``l2t bench --tasks/--teachers``); None = all
+    only_tasks: Optional[list[str]] = None
+    only_teachers: Optional[list[str]] = None
+
+    def select(self, tasks: Optional[Sequence[str]] = None, teachers: Optional[Sequence[str]] = None) -> None:
+        """Plan only these task and teacher labels (a subset of a big config, same run keys)."""
+        for chosen, specs, what in ((tasks, self.tasks, "task"), (teachers, self.teachers, "teacher")):
+            unknown = sorted(set(chosen or ()) - {s.label for s in specs})
+            if unknown:
+                raise ValueError(f"no {what} labelled {unknown} in bench {self.name!r}; valid: {[s.label for s in specs]}")
+        self.only_tasks = list(tasks) if tasks else None
+        self.only_teachers = list(teachers) if teachers else None
 
     def env_kwargs_for(self, teacher: TeacherSpec) -> dict:
         """The env arguments of this teacher's runs: the bench's, then the teacher entry's."""
@@ -342,10 +354,12 @@ def pretrain_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> str
 
 
 def plan_runs(cfg: BenchConfig) -> list[RunSpec]:
-    """Every run of the benchmark, task by task, teacher by teacher, seed by seed."""
+    """Every run of the benchmark (of the selected labels), task by task, teacher by teacher, seed by seed."""
     return [
         RunSpec(task, teacher, seed, config_hash(cfg, task, teacher))
         for task in cfg.tasks
+        if cfg.only_tasks is None or task.label in cfg.only_tasks
         for teacher in cfg.teachers
+        if cfg.only_teachers is None or teacher.label in cfg.only_teachers
         for seed in cfg.seeds
     ]

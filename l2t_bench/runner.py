@@ -98,7 +98,7 @@ def run_bench(
     pending = [r for r in plan if r.key not in done]
     if console:
         console.print(
-            f"bench [bold]{cfg.name}[/]: {len(cfg.tasks)} task(s) x {len(cfg.teachers)} teacher(s) x {len(cfg.seeds)} seed(s) "
+            f"bench [bold]{cfg.name}[/]: {len(cfg.only_tasks or cfg.tasks)} task(s) x {len(cfg.only_teachers or cfg.teachers)} teacher(s) x {len(cfg.seeds)} seed(s) "
             f"= {len(plan)} runs; {len(plan) - len(pending)} already in {runs_file}, {len(pending)} to run (device {cfg.device})"
         )
     with Progress(
