@@ -41,7 +41,7 @@ def load_digits(config: TaskConfig) -> RawData:
 
 @dataclass
 class Splits:
-    """Train / validation / test tensors on one device."""
+    """Train / validation / test tensors on one device, and which pool rows went where."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -50,6 +50,9 @@ class Splits:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    #: rows of the pool in the train and val splits, in order (what a checkpoint keeps of the split)
+    train_index: Optional[torch.Tensor] = None
+    val_index: Optional[torch.Tensor] = None
 
 
 def split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
@@ -80,19 +83,27 @@ def split_data(raw: RawData, val_fraction: float, seed: int, device: torch.devic
     n = len(raw.x_pool)
     _, n_val = split_sizes(n, val_fraction)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = order[:n_val], order[n_val:]
+    return splits_from_indices(raw, order[n_val:], order[:n_val], device, dtype)
+
+
+def splits_from_indices(
+    raw: RawData, train_index: torch.Tensor, val_index: torch.Tensor, device: torch.device, dtype: torch.dtype
+) -> Splits:
+    """The splits of given pool rows (a split drawn by :func:`split_data`, or one restored from a checkpoint)."""
 
     def put(x: torch.Tensor, floating: bool) -> torch.Tensor:
         return x.to(device=device, dtype=dtype if floating else torch.long)
 
     return Splits(
-        put(raw.x_pool[train_idx], True),
-        put(raw.y_pool[train_idx], False),
-        put(raw.x_pool[val_idx], True),
-        put(raw.y_pool[val_idx], False),
+        put(raw.x_pool[train_index], True),
+        put(raw.y_pool[train_index], False),
+        put(raw.x_pool[val_index], True),
+        put(raw.y_pool[val_index], False),
         put(raw.x_test, True),
         put(raw.y_test, False),
         raw.num_classes,
+        train_index,
+        val_index,
     )
 
 
