@@ -66,7 +66,7 @@ def prepare_agent(
             run.task.name,
             cfg.train_seeds,
             total_timesteps=cfg.timesteps(run.teacher),
-            env_kwargs={**cfg.env_kwargs, **run.task.overrides, "device": cfg.device},
+            env_kwargs={**cfg.env_kwargs_for(run.teacher), **run.task.overrides, "device": cfg.device},
             tensorboard_log=str(tensorboard) if tensorboard else None,
             progress=progress,
         )
@@ -88,7 +88,7 @@ def prepare_agent(
     start = time.perf_counter()
     records = pretrain(
         teacher, plan, eval_seeds=cfg.seeds, on_episode=on_episode,
-        make_task_env=lambda t, label: make_env(t, tasks[label].name, device=cfg.device, **cfg.env_kwargs, **tasks[label].overrides),
+        make_task_env=lambda t, label: make_env(t, tasks[label].name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **tasks[label].overrides),
     )
     save_pretrained(teacher, path, records, time.perf_counter() - start)
 
@@ -127,7 +127,7 @@ def execute_run(cfg: BenchConfig, run: RunSpec, agent: Optional[Path] = None, ag
 
             teacher.learning = run.teacher.pretrain.online
             train_time = pretrained_meta(agent).get("train_time")
-    env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs, **run.task.overrides)
+    env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **run.task.overrides)
     try:
         episode = run_episode(env, teacher, run.seed)
     finally:
@@ -220,7 +220,7 @@ def run_bench(
     pending = [r for r in plan if r.key not in done]
     if console:
         console.print(
-            f"bench [bold]{cfg.name}[/]: {len(cfg.tasks)} task(s) x {len(cfg.teachers)} teacher(s) x {len(cfg.seeds)} seed(s) "
+            f"bench [bold]{cfg.name}[/]: {len(cfg.only_tasks or cfg.tasks)} task(s) x {len(cfg.only_teachers or cfg.teachers)} teacher(s) x {len(cfg.seeds)} seed(s) "
             f"= {len(plan)} runs; {len(plan) - len(pending)} already in {runs_file}, {len(pending)} to run "
             f"(device {cfg.device}, backend {backend.name})"
         )
