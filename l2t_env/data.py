@@ -82,15 +82,36 @@ def noisy_labels(y: torch.Tensor, rate: float, num_classes: int, generator: torc
     return torch.where(replace, drawn, y)
 
 
+def split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
+    """``(n_train, n_val)`` of a pool of ``n`` examples, as :func:`split_data` cuts it (same for every seed)."""
+    n_val = max(1, int(round(n * val_fraction)))
+    if n - n_val < 1:
+        raise ValueError(f"val_fraction={val_fraction} leaves no training examples out of {n}")
+    return n - n_val, n_val
+
+
+def check_batch_sizes(config: TaskConfig, raw: RawData) -> None:
+    """A training batch must fit in the training split (checked before any work is done).
+
+    The validation batch and the fixed reward subset are clipped to the validation split instead
+    (small user data sets keep the default ``val_batch_size=100``); see the env's Arguments table.
+    """
+    n_train, n_val = split_sizes(len(raw.x_pool), config.val_fraction)
+    if config.batch_size > n_train:
+        raise ValueError(
+            f"task {config.name!r}: batch_size={config.batch_size} is larger than the training split, "
+            f"which has {n_train} examples ({len(raw.x_pool)} in the pool, {n_val} of them held out by "
+            f"val_fraction={config.val_fraction}); expected batch_size <= {n_train}"
+        )
+
+
 def split_data(raw: RawData, val_fraction: float, seed: int, device: torch.device, dtype: torch.dtype) -> Splits:
     """Split the pool into train/val by ``seed`` and move everything to ``device`` once.
 
     With ``raw.train_label_noise`` the same seed then draws the training labels' noise.
     """
     n = len(raw.x_pool)
-    n_val = max(1, int(round(n * val_fraction)))
-    if n - n_val < 1:
-        raise ValueError(f"val_fraction={val_fraction} leaves no training examples out of {n}")
+    _, n_val = split_sizes(n, val_fraction)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator)
     val_idx, train_idx = order[:n_val], order[n_val:]

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
-from l2t_env.data import BatchStream, Batches, split_data
+from l2t_env.data import BatchStream, Batches, check_batch_sizes, split_data
 from l2t_env.functional import FunctionalStudent, UnrollStats, checkpointed_val_loss, evaluate, sgd_unroll, summarise
 from l2t_env.losses import LossFamily, make_loss_family
-from l2t_env.tasks import AUGMENTATIONS, RawData, TaskConfig, build_student, load_raw_data, load_task, resolve
+from l2t_env.tasks import AUGMENTATIONS, RawData, TaskConfig, build_student, check_student, load_raw_data, load_task, resolve
 
 STUDENT_FEATURES = (
     "progress",
@@ -36,10 +36,28 @@ _RAW_CACHE: dict[tuple, RawData] = {}
 
 
 def resolve_device(device: Union[str, torch.device]) -> torch.device:
-    """``"auto"`` -> CUDA when present, else the CPU; anything else as ``torch.device`` reads it."""
+    """``"auto"`` -> CUDA when present, else the CPU; anything else as ``torch.device`` reads it.
+
+    A device this machine lacks raises here, naming what is available, not deep inside torch.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a device; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
+    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = (resolved.type == "cuda" and (resolved.index or 0) >= n_cuda) or (
+        resolved.type == "mps" and not torch.backends.mps.is_available()
+    )
+    if missing:
+        available = ["cpu", *(f"cuda:{i}" for i in range(n_cuda))] + (["mps"] if torch.backends.mps.is_available() else [])
+        build = f"torch {torch.__version__}, " + (f"CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA")
+        raise ValueError(
+            f"device={device!r} was asked for, but this machine has only {available} ({build}); "
+            f"pass device='auto' to pick CUDA when present, else the CPU"
+        )
+    return resolved
 
 
 def _cached_raw_data(config: TaskConfig) -> RawData:
@@ -168,9 +186,17 @@ class L2TEnv(gym.Env):
     | `action_mode`        | str                    | `"full"`              | `full`, `layer` or `global` (see Action Space)           |
     | `checkpoint_unroll`  | bool                   | `False`               | recompute the look-ahead step by step in its backward:   |
     |                      |                        |                       | one step's graph in memory instead of K, ~1 more pass    |
-    | `device`             | str                    | `"auto"`              | `"auto"` picks CUDA when present                         |
+    | `device`             | str                    | `"auto"`              | `"auto"` picks CUDA when present; a device this machine  |
+    |                      |                        |                       | lacks raises, naming the available ones                  |
     | `dtype`              | str or torch.dtype     | `"float32"`           | `"float64"` for finite-difference checks                 |
     | `**task_overrides`   |                        |                       | any `TaskConfig` field, e.g. `lr=0.05, teaching_steps=50`|
+
+    The task is checked when the env is made, before any training: ``batch_size`` larger than the
+    training split raises, naming the split's size; ``val_batch_size`` and ``reward_val_size``
+    larger than the validation split are clipped to it (all of the split is used). The student gets
+    a dry forward on two examples: it must accept the data's example shape and return one logit
+    per class; user data must be finite with labels in ``0..num_classes-1``. Each failure raises a
+    ``ValueError`` naming the tensor or field, the bad value and what was expected.
 
     ## Differentiable hooks (on ``env.unwrapped``)
 
@@ -252,6 +278,8 @@ class L2TEnv(gym.Env):
         self.reward_every = int(reward_every)
 
         self.raw = _cached_raw_data(self.config)
+        check_batch_sizes(self.config, self.raw)
+        check_student(self.config, self.raw)
         self.loss_family = make_loss_family(loss, self.raw.num_classes, **(loss_kwargs or {}))
         self.n_phi = self.loss_family.n_params
         self.augment = resolve(AUGMENTATIONS[self.config.augment]) if self.config.augment else None
