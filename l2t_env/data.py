@@ -62,7 +62,7 @@ def _digits(dataset_kwargs: dict, name: str, extra: tuple[str, ...] = ()) -> Raw
 
 @dataclass
 class Splits:
-    """Train / validation / test tensors on one device."""
+    """Train / validation / test tensors on one device, and which pool rows went where."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -71,6 +71,9 @@ class Splits:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    #: rows of the pool in the train and val splits, in order (what a checkpoint keeps of the split)
+    train_index: Optional[torch.Tensor] = None
+    val_index: Optional[torch.Tensor] = None
     #: the training labels before label noise (None without noise), for measuring it
     y_train_clean: Optional[torch.Tensor] = None
 
@@ -114,25 +117,41 @@ def split_data(raw: RawData, val_fraction: float, seed: int, device: torch.devic
     _, n_val = split_sizes(n, val_fraction)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator)
-    val_idx, train_idx = order[:n_val], order[n_val:]
-    y_train = raw.y_pool[train_idx]
-    y_clean = None
+    train_index = order[n_val:]
+    y_train = None
     if raw.train_label_noise > 0:
-        y_clean = y_train
-        y_train = noisy_labels(y_train, raw.train_label_noise, raw.num_classes, generator)
+        y_train = noisy_labels(raw.y_pool[train_index], raw.train_label_noise, raw.num_classes, generator)
+    return splits_from_indices(raw, train_index, order[:n_val], device, dtype, y_train)
+
+
+def splits_from_indices(
+    raw: RawData,
+    train_index: torch.Tensor,
+    val_index: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype,
+    y_train: Optional[torch.Tensor] = None,
+) -> Splits:
+    """The splits of given pool rows (a split drawn by :func:`split_data`, or one restored from a checkpoint).
+
+    ``y_train`` replaces the pool's labels of the training rows (a noisy task's drawn labels).
+    """
+    clean = raw.y_pool[train_index]
 
     def put(x: torch.Tensor, floating: bool) -> torch.Tensor:
         return x.to(device=device, dtype=dtype if floating else torch.long)
 
     return Splits(
-        put(raw.x_pool[train_idx], True),
-        put(y_train, False),
-        put(raw.x_pool[val_idx], True),
-        put(raw.y_pool[val_idx], False),
+        put(raw.x_pool[train_index], True),
+        put(clean if y_train is None else y_train, False),
+        put(raw.x_pool[val_index], True),
+        put(raw.y_pool[val_index], False),
         put(raw.x_test, True),
         put(raw.y_test, False),
         raw.num_classes,
-        None if y_clean is None else put(y_clean, False),
+        train_index,
+        val_index,
+        None if y_train is None else put(clean, False),
     )
 
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
+from l2t_env import checkpoint
 from l2t_env.data import BatchStream, Batches, check_batch_sizes, split_data
 from l2t_env.functional import FunctionalStudent, UnrollStats, checkpointed_val_loss, evaluate, sgd_unroll, summarise
 from l2t_env.losses import LossFamily, make_loss_family
@@ -212,6 +213,16 @@ class L2TEnv(gym.Env):
     A ``step`` or ``commit_phi`` to the phi of the most recent unroll reuses that unroll's student
     instead of recomputing it (``info["reused_unroll"]``).
 
+    ## Checkpoints
+
+    ``env.unwrapped.state_dict()`` snapshots everything that decides the rest of the episode
+    (student, phi, teaching step, split, batch stream and every RNG of the env, the observed
+    statistics, the latest look-ahead) as CPU tensors and plain values; ``torch.save`` it.
+    ``load_state_dict(sd)``, or ``env.reset(options={"state": sd})`` through wrappers, continues
+    that episode in this or a freshly made env of the same task, loss family and settings: on CPU
+    the rest of the episode is bit-identical to the uninterrupted run. ``observation()`` returns the
+    current observation. A state of another task or loss family raises, naming both.
+
     ## Vectorized environment
 
     Not yet native; use ``gym.make_vec("L2T-v0", num_envs=n, vectorization_mode="sync")``.
@@ -327,6 +338,15 @@ class L2TEnv(gym.Env):
         return self.device.type != "cpu"
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        unknown = sorted(set(options or {}) - {"state"})
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {unknown}; valid: ['state'] (a saved env.unwrapped.state_dict())")
+        if options and "state" in options:
+            if seed is not None:
+                raise ValueError(f"reset(seed={seed!r}, options={{'state': ...}}): a saved state continues its own episode; pass no seed")
+            self.load_state_dict(options["state"])
+            info = {"val_loss": self.val_loss, "val_acc": self.val_acc, "resumed_at": self.t}
+            return self.observation(), info
         super().reset(seed=seed)
         seeds = self.np_random.integers(0, 2**62, size=4).tolist()
         split_seed, student_seed, phi_seed, stream_seed = seeds
@@ -587,8 +607,30 @@ class L2TEnv(gym.Env):
             out[f"{split}_loss"], out[f"{split}_acc"] = loss.item(), acc.item()
         return out
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything that decides the rest of the episode, as CPU tensors and plain values
+        (``torch.save``-able; see :mod:`l2t_env.checkpoint` for what it holds)."""
+        return checkpoint.env_state_dict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the episode of a :meth:`state_dict`, in this env or a freshly made one of the same
+        task, loss family and settings (else it raises naming both; the env is then unchanged).
+        Through wrappers: ``env.reset(options={"state": state})``, which also returns the observation."""
+        checkpoint.load_env_state_dict(self, state)
+
     # ------------------------------------------------------------------ observation
     def _observation(self, final: bool = False):
+        if self.lookahead_steps:
+            # After the last step there is no next step to look ahead to: the loss state is zero.
+            self._loss_grad = torch.zeros_like(self._phi) if final else self.loss_gradient()
+        return self.observation()
+
+    def observation(self):
+        """The current observation, as the latest ``reset`` or ``step`` returned it (after loading a
+        state: the saved run's), with no computation."""
+        if not hasattr(self, "_last"):
+            raise RuntimeError("call reset() first: there is no observation before an episode starts")
         last = self._last
         student = np.array(
             [
@@ -606,10 +648,7 @@ class L2TEnv(gym.Env):
         student = np.clip(np.nan_to_num(student, nan=1e6, posinf=1e6, neginf=-1e6), _STUDENT_LOW, _STUDENT_HIGH)
         obs = {"student": student.astype(np.float32)}
         if self.lookahead_steps:
-            # After the last step there is no next step to look ahead to: the loss state is zero.
-            grad = torch.zeros_like(self._phi) if final else self.loss_gradient()
-            self._loss_grad = grad
-            obs["loss_grad"] = self._to_box(grad)
+            obs["loss_grad"] = self._to_box(self._loss_grad)
         obs["loss_params"] = self._to_box(self._phi)
         if self.observation_mode == "flat":
             return spaces.flatten(self.dict_observation_space, obs)

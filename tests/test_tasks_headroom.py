@@ -269,3 +269,16 @@ def test_dotted_cli_overrides_reach_into_loss_kwargs():
     assert base == {"loss_kwargs": {"hidden": [40, 40]}, "lookahead": 1}
     with pytest.raises(SystemExit, match="key.subkey=value"):
         parse_overrides(["loss_kwargs..init=ce"], "env")
+
+
+def test_checkpoint_keeps_the_noisy_labels():
+    env = gym.make("L2T-v0", task="digits-mlp-noisy", loss="ce", lookahead="off", teaching_steps=3)
+    env.reset(seed=2)
+    env.step(np.zeros(0, np.float32))
+    state = env.unwrapped.state_dict()
+    other = gym.make("L2T-v0", task="digits-mlp-noisy", loss="ce", lookahead="off", teaching_steps=3)
+    other.reset(options={"state": state})
+    a, b = env.unwrapped.splits, other.unwrapped.splits
+    assert torch.equal(a.y_train, b.y_train) and torch.equal(a.y_train_clean, b.y_train_clean)
+    assert not torch.equal(b.y_train, b.y_train_clean)
+    assert env.step(np.zeros(0, np.float32))[1] == other.step(np.zeros(0, np.float32))[1]
