@@ -30,7 +30,7 @@ def _train_agent(cfg: BenchConfig, run: RunSpec, path: Path, progress: Progress,
         run.task.name,
         cfg.train_seeds,
         total_timesteps=steps,
-        env_kwargs={**cfg.env_kwargs, **run.task.overrides, "device": cfg.device},
+        env_kwargs={**cfg.env_kwargs_for(run.teacher), **run.task.overrides, "device": cfg.device},
         tensorboard_log=str(tensorboard) if tensorboard else None,
         progress=lambda done, total: progress.update(bar, completed=done, total=total),
     )
@@ -69,7 +69,7 @@ def _pretrain_agent(cfg: BenchConfig, run: RunSpec, path: Path, progress: Progre
     start = time.perf_counter()
     records = pretrain(
         teacher, plan, eval_seeds=cfg.seeds, on_episode=on_episode,
-        make_task_env=lambda t, label: make_env(t, tasks[label].name, device=cfg.device, **cfg.env_kwargs, **tasks[label].overrides),
+        make_task_env=lambda t, label: make_env(t, tasks[label].name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **tasks[label].overrides),
     )
     save_pretrained(teacher, path, records, time.perf_counter() - start)
     progress.remove_task(bar)
@@ -104,7 +104,7 @@ def run_bench(
     pending = [r for r in plan if r.key not in done]
     if console:
         console.print(
-            f"bench [bold]{cfg.name}[/]: {len(cfg.tasks)} task(s) x {len(cfg.teachers)} teacher(s) x {len(cfg.seeds)} seed(s) "
+            f"bench [bold]{cfg.name}[/]: {len(cfg.only_tasks or cfg.tasks)} task(s) x {len(cfg.only_teachers or cfg.teachers)} teacher(s) x {len(cfg.seeds)} seed(s) "
             f"= {len(plan)} runs; {len(plan) - len(pending)} already in {runs_file}, {len(pending)} to run (device {cfg.device})"
         )
     with Progress(
@@ -134,7 +134,7 @@ def run_bench(
                 teacher.learning = run.teacher.pretrain.online
                 agent = str(path.relative_to(out))
                 train_time = pretrained_meta(path).get("train_time")
-            env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs, **run.task.overrides)
+            env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **run.task.overrides)
             try:
                 episode = run_checkpointed_episode(
                     env, teacher, run.seed, checkpoint_every=cfg.checkpoint_every, path=checkpoint_path(out, run),

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from l2t_bench.options import parse_overrides, write_json
+from l2t_bench.options import merge_overrides, parse_overrides, write_json
 from l2t_env.config_files import read_yaml
 
 DEFAULTS = {"teacher": "l2t-dln", "task": "digits-mlp", "seed": 0, "out": "runs/teach", "device": "auto"}
@@ -24,7 +24,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--task", help=f"built-in task or task YAML (default {DEFAULTS['task']})")
     p.add_argument("--seed", type=int, help="episode seed: fixes split, student and DLN init, batches, augmentation")
     p.add_argument("--set", dest="task_set", action="append", metavar="KEY=VALUE", help="task override, e.g. --set teaching_steps=50")
-    p.add_argument("--env-arg", action="append", metavar="KEY=VALUE", help="env argument, e.g. --env-arg reward=neg_val_loss")
+    p.add_argument("--env-arg", action="append", metavar="KEY=VALUE", help="env argument, e.g. --env-arg reward=neg_val_loss or --env-arg loss_kwargs.init=ce")
     p.add_argument("--teacher-arg", action="append", metavar="KEY=VALUE", help="teacher argument, e.g. --teacher-arg lr=0.01")
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--out", help=f"output folder for the JSON record (default {DEFAULTS['out']})")
@@ -52,9 +52,9 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("teacher", "task", "seed", "out", "device"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    settings["task_overrides"] = {**settings["task_overrides"], **parse_overrides(args.task_set, "task")}
-    settings["env_kwargs"] = {**settings["env_kwargs"], **parse_overrides(args.env_arg, "env")}
-    settings["teacher_kwargs"] = {**settings["teacher_kwargs"], **parse_overrides(args.teacher_arg, "teacher")}
+    settings["task_overrides"] = merge_overrides(settings["task_overrides"], parse_overrides(args.task_set, "task"))
+    settings["env_kwargs"] = merge_overrides(settings["env_kwargs"], parse_overrides(args.env_arg, "env"))
+    settings["teacher_kwargs"] = merge_overrides(settings["teacher_kwargs"], parse_overrides(args.teacher_arg, "teacher"))
     return settings
 
 
