@@ -22,7 +22,16 @@ from typing import Any, Callable, Optional, Protocol
 
 from l2t_bench.config import BenchConfig, RunSpec, import_modules
 from l2t_bench.progress import BenchProgress
-from l2t_bench.runner import RunFailure, agent_path, agent_work, execute_run, pack_agent, prepare_agent, unpack_agent
+from l2t_bench.runner import (
+    RunFailure,
+    agent_path,
+    agent_work,
+    checkpoint_path,
+    execute_run,
+    pack_agent,
+    prepare_agent,
+    unpack_agent,
+)
 
 BACKENDS = ("local", "ray")
 
@@ -88,7 +97,10 @@ class LocalBackend:
                     on_fail(RunFailure(run, failed[path], traceback.format_exc()))
                     continue
             try:
-                record = execute_run(cfg, run, path, str(path.relative_to(out)) if path else None)
+                record = execute_run(
+                    cfg, run, path, str(path.relative_to(out)) if path else None, checkpoint_path(out, run),
+                    on_resume=lambda t: progress.console.print(f"{run.key}: resumed from its checkpoint at teaching step {t}", markup=False),
+                )
             except Exception as err:  # reported; the other runs go on (Ctrl-C is not an Exception)
                 on_fail(RunFailure(run, _one_line(err), traceback.format_exc()))
                 continue
@@ -115,16 +127,23 @@ def _remote_prepare(cfg: BenchConfig, run: RunSpec, name: str, tensorboard: Opti
         return pack_agent(path)
 
 
-def _remote_run(cfg: BenchConfig, run: RunSpec, agent_files: Optional[dict[str, bytes]], agent_label: Optional[str]) -> dict:
-    """Ray task: one run (``execute_run`` after the config's ``imports``, its agent unpacked locally)."""
+def _remote_run(
+    cfg: BenchConfig, run: RunSpec, agent_files: Optional[dict[str, bytes]], agent_label: Optional[str], checkpoint: Optional[str]
+) -> dict:
+    """Ray task: one run (``execute_run`` after the config's ``imports``, its agent unpacked locally).
+
+    ``checkpoint`` is the driver's path: a retried run resumes from it where the worker sees the
+    driver's output folder (one machine, or a shared filesystem), and starts over otherwise.
+    """
     import tempfile
 
     import_modules(cfg.imports)
+    ckpt = Path(checkpoint) if checkpoint else None
     if not agent_files:
-        return execute_run(cfg, run)
+        return execute_run(cfg, run, checkpoint=ckpt)
     with tempfile.TemporaryDirectory(prefix="l2t-agent-") as tmp:
         name = Path(next(iter(agent_files))).parts[0]
-        return execute_run(cfg, run, unpack_agent(agent_files, Path(tmp) / name), agent_label)
+        return execute_run(cfg, run, unpack_agent(agent_files, Path(tmp) / name), agent_label, ckpt)
 
 
 class RayBackend:
@@ -171,16 +190,20 @@ class RayBackend:
         def options(run: RunSpec, what: str) -> dict:
             return dict(cfg.run_resources(run), max_retries=cfg.max_retries, retry_exceptions=False, name=f"l2t {what}")
 
+        def submit(run: RunSpec, files: Any = None, label: Optional[str] = None) -> None:
+            ckpt = str(checkpoint_path(out.resolve(), run)) if cfg.checkpoint_every else None
+            in_flight[run_task.options(**options(run, run.key)).remote(cfg, run, files, label, ckpt)] = ("run", run)
+
         def submit_runs(path: Path, files: dict[str, bytes]) -> None:
             files_ref = ray.put(files)  # one copy in the object store for all the seeds
             for run in waiting[path]:
-                in_flight[run_task.options(**options(run, run.key)).remote(cfg, run, files_ref, str(path.relative_to(out)))] = ("run", run)
+                submit(run, files_ref, str(path.relative_to(out)))
 
         try:
             for run in pending:
                 path = agent_path(out, cfg, run)
                 if path is None:
-                    in_flight[run_task.options(**options(run, run.key)).remote(cfg, run, None, None)] = ("run", run)
+                    submit(run)
                     continue
                 if path not in waiting and not path.exists():
                     ref = prepare_task.options(**options(run, f"agent {path.name}")).remote(

@@ -21,7 +21,7 @@ from l2t_env.config_files import builtin_names, config_dir, read_yaml
 
 BENCH_KEYS = (
     "name", "description", "tasks", "teachers", "seeds", "train_seeds", "train_timesteps",
-    "task_overrides", "env_kwargs", "device", "reference", "resources", "max_retries", "imports",
+    "task_overrides", "env_kwargs", "device", "reference", "checkpoint_every", "resources", "max_retries", "imports",
 )
 TASK_ENTRY_KEYS = ("name", "label", "overrides", "resources")
 TEACHER_ENTRY_KEYS = ("name", "label", "kwargs", "env_kwargs", "pretrain", "resources")
@@ -96,6 +96,8 @@ class BenchConfig:
     max_retries: int = DEFAULT_MAX_RETRIES
     #: modules imported before the teachers are made, in the driver and in every worker
     imports: list[str] = field(default_factory=list)
+    #: write a mid-episode checkpoint every N teaching steps (None: none); not part of a run's key
+    checkpoint_every: Optional[int] = None
     raw: dict = field(default_factory=dict)
     #: run only these task / teacher labels (``l2t bench --tasks/--teachers``); None = all
     only_tasks: Optional[list[str]] = None
@@ -259,6 +261,7 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
     """Read and check a benchmark config: unknown keys, teachers and tasks raise with the valid ones,
     and the training seeds must be disjoint from the evaluation seeds."""
     from l2t_agents import make_teacher
+    from l2t_bench.episodes import check_checkpoint_every
     from l2t_env.tasks import load_task
 
     if isinstance(config, dict):
@@ -358,6 +361,7 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
         resources=_resources(raw.get("resources"), ""),
         max_retries=max_retries,
         imports=list(imports),
+        checkpoint_every=check_checkpoint_every(raw.get("checkpoint_every"), "bench config: checkpoint_every"),
         raw=raw,
     )
 

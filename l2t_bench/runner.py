@@ -29,6 +29,11 @@ def agent_dir(out: Path, run: RunSpec) -> Path:
     return out / "agents" / f"{run.task.label}__{run.teacher.label}__{run.config_hash}"
 
 
+def checkpoint_path(out: Path, run: RunSpec) -> Path:
+    """Where a run's mid-episode checkpoint is kept while it runs (``checkpoint_every``)."""
+    return out / "checkpoints" / f"{run.task.label}__{run.teacher.label}__seed{run.seed}__{run.config_hash}.pt"
+
+
 def pretrained_path(out: Path, cfg: BenchConfig, run: RunSpec) -> Path:
     """Where the pretrained teacher of this run is kept: shared by every row with the same
     teacher, kwargs and pretraining (frozen and online rows, other labels)."""
@@ -104,14 +109,24 @@ def agent_work(cfg: BenchConfig, run: RunSpec) -> tuple[str, int]:
     return f"pretraining {run.teacher.label} for {run.task.label}", len(plan.schedule())
 
 
-def execute_run(cfg: BenchConfig, run: RunSpec, agent: Optional[Path] = None, agent_label: Optional[str] = None) -> dict:
+def execute_run(
+    cfg: BenchConfig,
+    run: RunSpec,
+    agent: Optional[Path] = None,
+    agent_label: Optional[str] = None,
+    checkpoint: Optional[Path] = None,
+    on_resume: Optional[Callable[[int], Any]] = None,
+) -> dict:
     """One run: a fresh teacher (or the one saved at ``agent``: trained agents act frozen, pretrained
     ones as their entry says) and env, one episode -> its record.
 
-    ``agent_label`` is where the agent lies under the output folder, for the record.
+    ``agent_label`` is where the agent lies under the output folder, for the record. With the
+    config's ``checkpoint_every``, the episode is checkpointed at ``checkpoint`` and resumed from it
+    when a killed attempt left one (``on_resume(teaching step)`` is told).
     """
     import l2t_env  # noqa: F401  (registers L2T-v0)
-    from l2t_agents import make_env, make_teacher, run_episode
+    from l2t_agents import make_env, make_teacher
+    from l2t_bench.episodes import run_checkpointed_episode
 
     teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
     train_time = None
@@ -128,8 +143,12 @@ def execute_run(cfg: BenchConfig, run: RunSpec, agent: Optional[Path] = None, ag
             teacher.learning = run.teacher.pretrain.online
             train_time = pretrained_meta(agent).get("train_time")
     env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **run.task.overrides)
+    if cfg.checkpoint_every is not None and checkpoint is None:
+        raise ValueError(f"run {run.key}: checkpoint_every={cfg.checkpoint_every} needs a checkpoint path")
     try:
-        episode = run_episode(env, teacher, run.seed)
+        episode = run_checkpointed_episode(
+            env, teacher, run.seed, checkpoint_every=cfg.checkpoint_every, path=checkpoint, on_resume=on_resume
+        )
     finally:
         env.close()
     return run_record(run, episode, agent_label, train_time, str(env.unwrapped.device))
