@@ -52,14 +52,21 @@ class Splits:
     num_classes: int
 
 
-def split_data(raw: RawData, val_fraction: float, seed: int, device: torch.device, dtype: torch.dtype) -> Splits:
-    """Split the pool into train/val by ``seed`` and move everything to ``device`` once."""
-    n = len(raw.x_pool)
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pool indices of the train and validation splits drawn by ``seed`` (CPU tensors).
+
+    The vector env keeps one copy of the pool and these indices per student instead of N copies.
+    """
     n_val = max(1, int(round(n * val_fraction)))
     if n - n_val < 1:
         raise ValueError(f"val_fraction={val_fraction} leaves no training examples out of {n}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = order[:n_val], order[n_val:]
+    return order[n_val:], order[:n_val]
+
+
+def split_data(raw: RawData, val_fraction: float, seed: int, device: torch.device, dtype: torch.dtype) -> Splits:
+    """Split the pool into train/val by ``seed`` and move everything to ``device`` once."""
+    train_idx, val_idx = split_indices(len(raw.x_pool), val_fraction, seed)
 
     def put(x: torch.Tensor, floating: bool) -> torch.Tensor:
         return x.to(device=device, dtype=dtype if floating else torch.long)
@@ -116,7 +123,31 @@ class Batches:
     y_val: torch.Tensor  # [V]
 
 
-class BatchStream:
+class IndexStream:
+    """Seeded batch indices of one episode: each step K training batches and one validation batch.
+
+    Split-relative indices only, so that the vector env can draw them for N students and gather
+    their data in one go; the augmentation's generator is seeded here with the rest.
+    """
+
+    def __init__(
+        self, n_train: int, n_val: int, batch_size: int, steps: int, val_batch_size: int, seed: int, device: torch.device
+    ) -> None:
+        self.batch_size = batch_size
+        self.steps = steps
+        self.val_batch_size = min(val_batch_size, n_val)
+        seeds = torch.randint(0, 2**62, (3,), generator=torch.Generator().manual_seed(seed)).tolist()
+        self.train_sampler = EpochSampler(n_train, seeds[0], device)
+        self.val_sampler = EpochSampler(n_val, seeds[1], device)
+        self.augment_generator = torch.Generator().manual_seed(seeds[2])
+
+    def next_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([K, B] training indices, [V] validation indices)`` of the next step."""
+        idx = self.train_sampler.draw(self.steps, self.batch_size)
+        return idx, self.val_sampler.draw(1, self.val_batch_size)[0]
+
+
+class BatchStream(IndexStream):
     """Seeded stream of :class:`Batches` for one episode."""
 
     def __init__(
@@ -128,23 +159,15 @@ class BatchStream:
         seed: int,
         augment: Optional[Augmentation] = None,
     ) -> None:
+        super().__init__(len(splits.x_train), len(splits.x_val), batch_size, steps, val_batch_size, seed, splits.x_train.device)
         self.splits = splits
-        self.batch_size = batch_size
-        self.steps = steps
-        self.val_batch_size = min(val_batch_size, len(splits.x_val))
-        device = splits.x_train.device
-        seeds = torch.randint(0, 2**62, (3,), generator=torch.Generator().manual_seed(seed)).tolist()
-        self.train_sampler = EpochSampler(len(splits.x_train), seeds[0], device)
-        self.val_sampler = EpochSampler(len(splits.x_val), seeds[1], device)
         self.augment = augment
-        self.augment_generator = torch.Generator().manual_seed(seeds[2])
 
     def next(self) -> Batches:
         s = self.splits
-        idx = self.train_sampler.draw(self.steps, self.batch_size)
+        idx, vidx = self.next_indices()
         x = s.x_train[idx]
         if self.augment is not None:
             flat = x.flatten(0, 1)
             x = self.augment(flat, self.augment_generator).view_as(x)
-        vidx = self.val_sampler.draw(1, self.val_batch_size)[0]
         return Batches(x, s.y_train[idx], s.x_val[vidx], s.y_val[vidx])
