@@ -3,7 +3,9 @@
 A benchmark config (YAML; ``configs/bench/quick.yaml`` is the worked example)::
 
     tasks: [digits-mlp, {name: digits-mlp, label: digits-mlp-50, overrides: {teaching_steps: 50}}]
-    teachers: [ce, hypergrad, {name: ppo, kwargs: {n_steps: 100}}]
+    teachers: [ce, hypergrad, {name: ppo, kwargs: {n_steps: 100}},
+               {name: l2t-dln, label: "l2t-dln (pretrained, frozen)",
+                pretrain: {seeds: [2000, 2001], episodes: 4, tasks: [digits-mlp], online: false}}]
     seeds: [0, 1, 2, 3, 4]            # evaluation seeds
     train_seeds: [1000, 1001]         # SB3 teachers train on these; must be disjoint from seeds
     train_timesteps: 2000             # or per teacher: {ppo: 2000, sac: 1000}; default: the agent YAML's
@@ -15,6 +17,12 @@ A benchmark config (YAML; ``configs/bench/quick.yaml`` is the worked example)::
 Each run is ``run_episode`` with a fresh teacher: ``l2t-dln`` learns online on that seed, as in
 the paper; a trainable teacher (one with ``train``: the SB3 agents) is trained once per task on
 ``train_seeds``, saved under ``DIR/agents/``, and loaded frozen for every evaluation seed.
+A teacher entry with ``pretrain:`` (a gradient teacher such as ``l2t-dln``) is first meta-trained
+by :func:`l2t_agents.pretraining.pretrain` for ``episodes`` episodes over its ``seeds`` (disjoint
+from ``seeds``) and ``tasks`` (bench task labels or task names; default the evaluated task), memory
+reset per episode; it is saved under ``DIR/agents/pretrained__*.pt`` (reused by every row and rerun
+with the same teacher, kwargs and pretraining) and evaluated on each seed frozen, or still learning
+with ``online: true``. Give such entries a ``label`` so fresh, frozen and online are separate rows.
 
 What ``--out DIR`` holds:
 

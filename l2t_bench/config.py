@@ -20,7 +20,8 @@ BENCH_KEYS = (
     "task_overrides", "env_kwargs", "device", "reference",
 )
 TASK_ENTRY_KEYS = ("name", "label", "overrides")
-TEACHER_ENTRY_KEYS = ("name", "label", "kwargs")
+TEACHER_ENTRY_KEYS = ("name", "label", "kwargs", "pretrain")
+PRETRAIN_KEYS = ("seeds", "episodes", "tasks", "online")
 
 
 @dataclass
@@ -44,6 +45,23 @@ class TeacherSpec:
     #: what fixes a trained agent besides the kwargs (the resolved hyper-parameters), for the run key
     hyperparams: Optional[dict] = None
     default_timesteps: Optional[int] = None
+    #: ``pretrain:`` of the entry, checked: meta-trained on these seeds/tasks before evaluation
+    pretrain: Optional["PretrainSpec"] = None
+
+
+@dataclass
+class PretrainSpec:
+    """A teacher entry's ``pretrain: {seeds, episodes, tasks, online}``.
+
+    ``tasks`` are bench task labels or task names (default: the task being evaluated, so each task
+    gets its own pretrained teacher); ``online`` keeps it learning on each evaluation seed (default
+    frozen). Rows that differ only in ``online`` or ``label`` share one pretrained teacher.
+    """
+
+    seeds: list[int]
+    episodes: Optional[int] = None
+    tasks: Optional[list[str]] = None
+    online: bool = False
 
 
 @dataclass
@@ -132,6 +150,38 @@ def _unique_labels(specs: Iterable, what: str) -> None:
         raise ValueError(f"{what} label(s) {dupes} appear twice; give each entry its own 'label'")
 
 
+def _pretrain_spec(entry: dict, probe: Any, trainable: bool, task_labels: list[str]) -> Optional[PretrainSpec]:
+    """Check a teacher entry's ``pretrain:`` mapping (None when absent)."""
+    if entry.get("pretrain") is None:
+        return None
+    name = entry["name"]
+    raw = _mapping(entry["pretrain"], f"teacher {name!r}: pretrain")
+    unknown = sorted(set(raw) - set(PRETRAIN_KEYS))
+    if unknown:
+        raise ValueError(f"teacher {name!r}: pretrain: unknown key(s) {unknown}; valid: {list(PRETRAIN_KEYS)}")
+    if trainable or not hasattr(probe, "optimizer"):
+        raise ValueError(f"teacher {name!r}: pretrain needs a teacher that learns online by gradient (e.g. l2t-dln)")
+    seeds = _seed_list(raw.get("seeds"), f"teacher {name!r}: pretrain seeds")
+    if not seeds:
+        raise ValueError(f"teacher {name!r}: pretrain seeds is empty; expected a list of integers >= 0")
+    episodes = raw.get("episodes")
+    if episodes is not None and not (isinstance(episodes, int) and not isinstance(episodes, bool) and episodes >= 1):
+        raise ValueError(f"teacher {name!r}: pretrain episodes={episodes!r}: expected an integer >= 1")
+    tasks = raw.get("tasks")
+    if tasks is not None:
+        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+            raise ValueError(f"teacher {name!r}: pretrain tasks={tasks!r}: expected a non-empty list of task labels or names")
+        from l2t_env.tasks import load_task
+
+        for t in tasks:
+            if t not in task_labels:
+                load_task(t)  # unknown task: raises with the valid ones
+    online = raw.get("online", False)
+    if not isinstance(online, bool):
+        raise ValueError(f"teacher {name!r}: pretrain online={online!r}: expected true or false")
+    return PretrainSpec(seeds=seeds, episodes=episodes, tasks=tasks, online=online)
+
+
 def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
     """Read and check a benchmark config: unknown keys, teachers and tasks raise with the valid ones,
     and the training seeds must be disjoint from the evaluation seeds."""
@@ -168,6 +218,7 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
         except TypeError as err:
             raise ValueError(f"teacher {e['name']!r}: bad kwargs {kwargs}: {err}") from err
         trainable = callable(getattr(probe, "train", None))
+        pretrain = _pretrain_spec(e, probe, trainable, [t.label for t in tasks])
         teachers.append(
             TeacherSpec(
                 label=str(e.get("label", e["name"])),
@@ -176,6 +227,7 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
                 trainable=trainable,
                 hyperparams=getattr(probe, "hyperparams", None) if trainable else None,
                 default_timesteps=getattr(probe, "n_timesteps", None) if trainable else None,
+                pretrain=pretrain,
             )
         )
     _unique_labels(teachers, "teacher")
@@ -185,6 +237,14 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
     trainable = [t.label for t in teachers if t.trainable]
     if trainable and not train_seeds:
         raise ValueError(f"teachers {trainable} are trained before evaluation: give 'train_seeds' (disjoint from 'seeds')")
+    for t in teachers:
+        if t.pretrain is not None:
+            shared = sorted(set(seeds) & set(t.pretrain.seeds))
+            if shared:
+                raise ValueError(
+                    f"teacher {t.label!r}: pretrain seeds and seeds share {shared}: a teacher must not be evaluated on a "
+                    f"seed it was trained on; seeds={seeds}, pretrain seeds={t.pretrain.seeds}"
+                )
     overlap = sorted(set(seeds) & set(train_seeds))
     if overlap:
         raise ValueError(
@@ -226,6 +286,35 @@ def config_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> str:
     }
     if teacher.trainable:
         what.update(hyperparams=teacher.hyperparams, train_seeds=cfg.train_seeds, train_timesteps=cfg.timesteps(teacher))
+    if teacher.pretrain is not None:
+        what.update(pretrain=pretrain_hash(cfg, task, teacher), online=teacher.pretrain.online)
+    blob = json.dumps(what, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def pretrain_tasks(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> list[TaskSpec]:
+    """The tasks a pretrained teacher evaluated on ``task`` was trained on (bench labels resolved,
+    other names taken with the bench's ``task_overrides``)."""
+    assert teacher.pretrain is not None
+    if teacher.pretrain.tasks is None:
+        return [task]
+    by_label = {t.label: t for t in cfg.tasks}
+    overrides = _mapping(cfg.raw.get("task_overrides"), "task_overrides")
+    return [by_label.get(name) or TaskSpec(label=name, name=name, overrides=overrides) for name in teacher.pretrain.tasks]
+
+
+def pretrain_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> str:
+    """The identity of a pretrained teacher: what it is and what it was trained on, not its label,
+    not ``online`` and not the task it is evaluated on (unless it was pretrained on that task)."""
+    assert teacher.pretrain is not None
+    what = {
+        "teacher": teacher.name,
+        "teacher_kwargs": teacher.kwargs,
+        "env_kwargs": cfg.env_kwargs,
+        "tasks": [(t.name, t.overrides) for t in pretrain_tasks(cfg, task, teacher)],
+        "seeds": teacher.pretrain.seeds,
+        "episodes": teacher.pretrain.episodes,
+    }
     blob = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 

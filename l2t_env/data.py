@@ -41,7 +41,7 @@ def load_digits(config: TaskConfig) -> RawData:
 
 @dataclass
 class Splits:
-    """Train / validation / test tensors on one device."""
+    """Train / validation / test tensors on one device, and which pool rows went where."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -50,6 +50,32 @@ class Splits:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    #: rows of the pool in the train and val splits, in order (what a checkpoint keeps of the split)
+    train_index: Optional[torch.Tensor] = None
+    val_index: Optional[torch.Tensor] = None
+
+
+def split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
+    """``(n_train, n_val)`` of a pool of ``n`` examples, as :func:`split_data` cuts it (same for every seed)."""
+    n_val = max(1, int(round(n * val_fraction)))
+    if n - n_val < 1:
+        raise ValueError(f"val_fraction={val_fraction} leaves no training examples out of {n}")
+    return n - n_val, n_val
+
+
+def check_batch_sizes(config: TaskConfig, raw: RawData) -> None:
+    """A training batch must fit in the training split (checked before any work is done).
+
+    The validation batch and the fixed reward subset are clipped to the validation split instead
+    (small user data sets keep the default ``val_batch_size=100``); see the env's Arguments table.
+    """
+    n_train, n_val = split_sizes(len(raw.x_pool), config.val_fraction)
+    if config.batch_size > n_train:
+        raise ValueError(
+            f"task {config.name!r}: batch_size={config.batch_size} is larger than the training split, "
+            f"which has {n_train} examples ({len(raw.x_pool)} in the pool, {n_val} of them held out by "
+            f"val_fraction={config.val_fraction}); expected batch_size <= {n_train}"
+        )
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,9 +83,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
 
     The vector env keeps one copy of the pool and these indices per student instead of N copies.
     """
-    n_val = max(1, int(round(n * val_fraction)))
-    if n - n_val < 1:
-        raise ValueError(f"val_fraction={val_fraction} leaves no training examples out of {n}")
+    _, n_val = split_sizes(n, val_fraction)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return order[n_val:], order[:n_val]
 
@@ -67,18 +91,27 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
 def split_data(raw: RawData, val_fraction: float, seed: int, device: torch.device, dtype: torch.dtype) -> Splits:
     """Split the pool into train/val by ``seed`` and move everything to ``device`` once."""
     train_idx, val_idx = split_indices(len(raw.x_pool), val_fraction, seed)
+    return splits_from_indices(raw, train_idx, val_idx, device, dtype)
+
+
+def splits_from_indices(
+    raw: RawData, train_index: torch.Tensor, val_index: torch.Tensor, device: torch.device, dtype: torch.dtype
+) -> Splits:
+    """The splits of given pool rows (a split drawn by :func:`split_data`, or one restored from a checkpoint)."""
 
     def put(x: torch.Tensor, floating: bool) -> torch.Tensor:
         return x.to(device=device, dtype=dtype if floating else torch.long)
 
     return Splits(
-        put(raw.x_pool[train_idx], True),
-        put(raw.y_pool[train_idx], False),
-        put(raw.x_pool[val_idx], True),
-        put(raw.y_pool[val_idx], False),
+        put(raw.x_pool[train_index], True),
+        put(raw.y_pool[train_index], False),
+        put(raw.x_pool[val_index], True),
+        put(raw.y_pool[val_index], False),
         put(raw.x_test, True),
         put(raw.y_test, False),
         raw.num_classes,
+        train_index,
+        val_index,
     )
 
 

@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
-from l2t_env.data import BatchStream, Batches, split_data
+from l2t_env import checkpoint
+from l2t_env.data import BatchStream, Batches, check_batch_sizes, split_data
 from l2t_env.functional import FunctionalStudent, UnrollStats, checkpointed_val_loss, evaluate, sgd_unroll, summarise
 from l2t_env.losses import LossFamily, make_loss_family
-from l2t_env.tasks import AUGMENTATIONS, RawData, TaskConfig, build_student, load_raw_data, load_task, resolve
+from l2t_env.tasks import AUGMENTATIONS, RawData, TaskConfig, build_student, check_student, load_raw_data, load_task, resolve
 
 STUDENT_FEATURES = (
     "progress",
@@ -36,10 +37,28 @@ _RAW_CACHE: dict[tuple, RawData] = {}
 
 
 def resolve_device(device: Union[str, torch.device]) -> torch.device:
-    """``"auto"`` -> CUDA when present, else the CPU; anything else as ``torch.device`` reads it."""
+    """``"auto"`` -> CUDA when present, else the CPU; anything else as ``torch.device`` reads it.
+
+    A device this machine lacks raises here, naming what is available, not deep inside torch.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a device; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
+    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = (resolved.type == "cuda" and (resolved.index or 0) >= n_cuda) or (
+        resolved.type == "mps" and not torch.backends.mps.is_available()
+    )
+    if missing:
+        available = ["cpu", *(f"cuda:{i}" for i in range(n_cuda))] + (["mps"] if torch.backends.mps.is_available() else [])
+        build = f"torch {torch.__version__}, " + (f"CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA")
+        raise ValueError(
+            f"device={device!r} was asked for, but this machine has only {available} ({build}); "
+            f"pass device='auto' to pick CUDA when present, else the CPU"
+        )
+    return resolved
 
 
 def _cached_raw_data(config: TaskConfig) -> RawData:
@@ -166,9 +185,17 @@ class L2TEnv(gym.Env):
     | `action_mode`        | str                    | `"full"`              | `full`, `layer` or `global` (see Action Space)           |
     | `checkpoint_unroll`  | bool                   | `False`               | recompute the look-ahead step by step in its backward:   |
     |                      |                        |                       | one step's graph in memory instead of K, ~1 more pass    |
-    | `device`             | str                    | `"auto"`              | `"auto"` picks CUDA when present                         |
+    | `device`             | str                    | `"auto"`              | `"auto"` picks CUDA when present; a device this machine  |
+    |                      |                        |                       | lacks raises, naming the available ones                  |
     | `dtype`              | str or torch.dtype     | `"float32"`           | `"float64"` for finite-difference checks                 |
     | `**task_overrides`   |                        |                       | any `TaskConfig` field, e.g. `lr=0.05, teaching_steps=50`|
+
+    The task is checked when the env is made, before any training: ``batch_size`` larger than the
+    training split raises, naming the split's size; ``val_batch_size`` and ``reward_val_size``
+    larger than the validation split are clipped to it (all of the split is used). The student gets
+    a dry forward on two examples: it must accept the data's example shape and return one logit
+    per class; user data must be finite with labels in ``0..num_classes-1``. Each failure raises a
+    ``ValueError`` naming the tensor or field, the bad value and what was expected.
 
     ## Differentiable hooks (on ``env.unwrapped``)
 
@@ -183,6 +210,16 @@ class L2TEnv(gym.Env):
     - ``commit_phi(phi)``: a full ``step`` that sets phi directly (no action bound).
     A ``step`` or ``commit_phi`` to the phi of the most recent unroll reuses that unroll's student
     instead of recomputing it (``info["reused_unroll"]``).
+
+    ## Checkpoints
+
+    ``env.unwrapped.state_dict()`` snapshots everything that decides the rest of the episode
+    (student, phi, teaching step, split, batch stream and every RNG of the env, the observed
+    statistics, the latest look-ahead) as CPU tensors and plain values; ``torch.save`` it.
+    ``load_state_dict(sd)``, or ``env.reset(options={"state": sd})`` through wrappers, continues
+    that episode in this or a freshly made env of the same task, loss family and settings: on CPU
+    the rest of the episode is bit-identical to the uninterrupted run. ``observation()`` returns the
+    current observation. A state of another task or loss family raises, naming both.
 
     ## Vectorized environment
 
@@ -263,6 +300,8 @@ class L2TEnv(gym.Env):
         self.reward_every = int(reward_every)
 
         self.raw = _cached_raw_data(self.config)
+        check_batch_sizes(self.config, self.raw)
+        check_student(self.config, self.raw)
         self.loss_family = make_loss_family(loss, self.raw.num_classes, **(loss_kwargs or {}))
         self.n_phi = self.loss_family.n_params
         self.augment = resolve(AUGMENTATIONS[self.config.augment]) if self.config.augment else None
@@ -310,6 +349,15 @@ class L2TEnv(gym.Env):
         return self.device.type != "cpu"
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        unknown = sorted(set(options or {}) - {"state"})
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {unknown}; valid: ['state'] (a saved env.unwrapped.state_dict())")
+        if options and "state" in options:
+            if seed is not None:
+                raise ValueError(f"reset(seed={seed!r}, options={{'state': ...}}): a saved state continues its own episode; pass no seed")
+            self.load_state_dict(options["state"])
+            info = {"val_loss": self.val_loss, "val_acc": self.val_acc, "resumed_at": self.t}
+            return self.observation(), info
         super().reset(seed=seed)
         seeds = self.np_random.integers(0, 2**62, size=4).tolist()
         split_seed, student_seed, phi_seed, stream_seed = seeds
@@ -570,8 +618,30 @@ class L2TEnv(gym.Env):
             out[f"{split}_loss"], out[f"{split}_acc"] = loss.item(), acc.item()
         return out
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything that decides the rest of the episode, as CPU tensors and plain values
+        (``torch.save``-able; see :mod:`l2t_env.checkpoint` for what it holds)."""
+        return checkpoint.env_state_dict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the episode of a :meth:`state_dict`, in this env or a freshly made one of the same
+        task, loss family and settings (else it raises naming both; the env is then unchanged).
+        Through wrappers: ``env.reset(options={"state": state})``, which also returns the observation."""
+        checkpoint.load_env_state_dict(self, state)
+
     # ------------------------------------------------------------------ observation
     def _observation(self, final: bool = False):
+        if self.lookahead_steps:
+            # After the last step there is no next step to look ahead to: the loss state is zero.
+            self._loss_grad = torch.zeros_like(self._phi) if final else self.loss_gradient()
+        return self.observation()
+
+    def observation(self):
+        """The current observation, as the latest ``reset`` or ``step`` returned it (after loading a
+        state: the saved run's), with no computation."""
+        if not hasattr(self, "_last"):
+            raise RuntimeError("call reset() first: there is no observation before an episode starts")
         last = self._last
         student = np.array(
             [
@@ -589,10 +659,7 @@ class L2TEnv(gym.Env):
         student = np.clip(np.nan_to_num(student, nan=1e6, posinf=1e6, neginf=-1e6), _STUDENT_LOW, _STUDENT_HIGH)
         obs = {"student": student.astype(np.float32)}
         if self.lookahead_steps:
-            # After the last step there is no next step to look ahead to: the loss state is zero.
-            grad = torch.zeros_like(self._phi) if final else self.loss_gradient()
-            self._loss_grad = grad
-            obs["loss_grad"] = self._to_box(grad)
+            obs["loss_grad"] = self._to_box(self._loss_grad)
         obs["loss_params"] = self._to_box(self._phi)
         if self.observation_mode == "flat":
             return spaces.flatten(self.dict_observation_space, obs)

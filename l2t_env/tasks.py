@@ -91,6 +91,19 @@ class RawData:
                 raise ValueError(
                     f"{name} holds labels in [{int(y.min())}, {int(y.max())}], expected 0..{self.num_classes - 1}"
                 )
+        if tuple(self.x_test.shape[1:]) != tuple(self.x_pool.shape[1:]):
+            raise ValueError(
+                f"x_test examples have shape {tuple(self.x_test.shape[1:])}, expected {tuple(self.x_pool.shape[1:])} as in x_pool"
+            )
+        for name in ("x_pool", "x_test"):
+            x = getattr(self, name)
+            if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
+                bad = ~torch.isfinite(x).reshape(len(x), -1)
+                rows = bad.any(1)
+                raise ValueError(
+                    f"{name} holds {int(bad.sum())} non-finite value(s) (NaN or inf) in {int(rows.sum())} example(s), "
+                    f"the first at index {int(rows.nonzero()[0, 0])}; expected finite inputs"
+                )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -242,6 +255,35 @@ def load_raw_data(config: TaskConfig) -> RawData:
     if not isinstance(data, RawData):
         raise TypeError(f"dataset loader for {config.dataset!r} returned {type(data).__name__}, expected RawData")
     return data
+
+
+def check_student(config: TaskConfig, raw: RawData, n: int = 2) -> None:
+    """Fail at task build, not deep in ``reset``: a dry forward of the student on ``n`` examples.
+
+    Checks that the student accepts the data's example shape and returns one logit column per class.
+    """
+    model = build_student(config, raw.input_shape, raw.num_classes, seed=0)
+    like = next(iter(model.parameters()), raw.x_pool)  # a user module may come on another device or dtype
+    x = raw.x_pool[:n].to(device=like.device, dtype=like.dtype)
+    was_training = model.training
+    model.eval()  # BatchNorm must not need a batch statistic of n examples
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as err:  # noqa: BLE001 - re-raised with what the task expected
+        raise ValueError(
+            f"task {config.name!r}: the student failed on a batch of inputs of shape {tuple(x.shape)} "
+            f"(examples of shape {raw.input_shape}): {type(err).__name__}: {err}; "
+            f"expected a student that takes [N, *{raw.input_shape}] and returns [N, {raw.num_classes}] logits"
+        ) from err
+    model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or tuple(out.shape) != (len(x), raw.num_classes):
+        what = f"{type(out).__name__}" if not isinstance(out, torch.Tensor) else f"shape {tuple(out.shape)}"
+        cols = f" ({out.shape[-1]} columns, the task has {raw.num_classes} classes)" if isinstance(out, torch.Tensor) and out.dim() else ""
+        raise ValueError(
+            f"task {config.name!r}: student output has {what}{cols} for {len(x)} examples, "
+            f"expected shape ({len(x)}, {raw.num_classes}): one logit per class"
+        )
 
 
 def build_student(config: TaskConfig, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:

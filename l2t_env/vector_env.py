@@ -22,7 +22,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch.func import vmap
 
-from l2t_env.data import IndexStream, split_indices
+from l2t_env.data import IndexStream, split_indices, split_sizes
 from l2t_env.env import _STUDENT_HIGH, _STUDENT_LOW, VECTOR_BOUND, L2TEnv
 from l2t_env.functional import (
     BatchedStudent,
@@ -112,6 +112,9 @@ class L2TVectorEnv(VectorEnv):
             seeds = list(seed)
             if len(seeds) != self.num_envs:
                 raise ValueError(f"seed is a list of {len(seeds)} seeds, expected num_envs={self.num_envs}")
+        unknown = sorted(set(options or {}) - {"reset_mask"})
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {unknown}; valid: ['reset_mask'] (a bool array, one entry per sub-env)")
         mask = np.ones(self.num_envs, dtype=bool)
         if options and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"])
@@ -352,9 +355,8 @@ class _VmapCore:
         self.y_pool = raw.y_pool.to(device=self.device, dtype=torch.long)
         self.x_test = raw.x_test.to(device=self.device, dtype=self.dtype)
         self.y_test = raw.y_test.to(device=self.device, dtype=torch.long)
-        train0, val0 = split_indices(len(raw.x_pool), cfg.val_fraction, 0)
-        self.n_train, self.n_val = len(train0), len(val0)
-        self.n_fixed = cfg.reward_val_size or self.n_val
+        self.n_train, self.n_val = split_sizes(len(raw.x_pool), cfg.val_fraction)
+        self.n_fixed = min(cfg.reward_val_size or self.n_val, self.n_val)
         self.train_map = torch.zeros(n, self.n_train, dtype=torch.long, device=self.device)
         self.val_map = torch.zeros(n, self.n_val, dtype=torch.long, device=self.device)
         module = build_student(cfg, raw.input_shape, raw.num_classes, 0).to(device=self.device, dtype=self.dtype)
