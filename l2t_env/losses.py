@@ -7,6 +7,7 @@ weights out of phi on every call; slicing is a view, so gradients flow back to t
 Families:
 - ``dln``: the Dynamic Loss Network of L2T-DLN (METHOD.md section 1), 5,000 parameters by default.
 - ``dlf``: the parametric loss of L2T-DLF (METHOD.md section 2), ``C*C + C`` parameters.
+- ``dfm``: the fused metric of L2T-DFM (METHOD.md section 3, our reading), one weight per metric.
 - ``ce``: plain cross-entropy, no parameters; the baseline every teacher is compared with.
 """
 
@@ -18,6 +19,8 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from l2t_env.fused_metric import METRICS, check_metric_options, metric_values
 
 
 class LossFamily(ABC):
@@ -141,6 +144,51 @@ class DynamicLossFunction(LossFamily):
         return -torch.sigmoid(score).mean()
 
 
+class FusedMetricLoss(LossFamily):
+    """L2T-DFM's fused metric ``sum_m w_m * metric_m(z, y)``; phi = the weights ``w`` (one per metric).
+
+    The metrics and their fixed parameters are in :mod:`l2t_env.fused_metric` (all choices ours:
+    the paper's abstract names no metric). phi starts as the one-hot weight of ``ce`` (plain
+    cross-entropy), the loss every other family is compared with; a one-hot weight is exactly that
+    metric. Weights are used as given (no normalisation): a teacher decides their scale and sign.
+    """
+
+    name = "dfm"
+
+    def __init__(
+        self,
+        metrics: Sequence[str] = METRICS,
+        focal_gamma: float = 2.0,
+        hinge_margin: float = 1.0,
+        smoothing: float = 0.1,
+    ) -> None:
+        self.metrics = tuple(metrics)
+        check_metric_options(self.metrics, focal_gamma, hinge_margin, smoothing)
+        self.options = {"focal_gamma": float(focal_gamma), "hinge_margin": float(hinge_margin), "smoothing": float(smoothing)}
+
+    @property
+    def n_params(self) -> int:
+        return len(self.metrics)
+
+    def layer_slices(self) -> list[tuple[str, slice]]:
+        return [(m, slice(i, i + 1)) for i, m in enumerate(self.metrics)]
+
+    def init_params(self, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        phi = torch.zeros(self.n_params, device=device, dtype=dtype)
+        if "ce" in self.metrics:
+            phi[self.metrics.index("ce")] = 1.0
+        else:
+            phi += 1.0 / self.n_params
+        return phi
+
+    def values(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Each metric's batch mean, ``[n_params]``, in the order of phi."""
+        return metric_values(logits, targets, self.metrics, **self.options)
+
+    def __call__(self, phi: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (phi * self.values(logits, targets)).sum()
+
+
 class CrossEntropy(LossFamily):
     """Plain cross-entropy; no parameters. The baseline loss."""
 
@@ -157,7 +205,7 @@ class CrossEntropy(LossFamily):
         return F.cross_entropy(logits, targets)
 
 
-LOSS_FAMILIES = {"dln": DynamicLossNetwork, "dlf": DynamicLossFunction, "ce": CrossEntropy}
+LOSS_FAMILIES = {"dln": DynamicLossNetwork, "dlf": DynamicLossFunction, "dfm": FusedMetricLoss, "ce": CrossEntropy}
 
 
 def make_loss_family(name: str | LossFamily, num_classes: int, **kwargs: Any) -> LossFamily:

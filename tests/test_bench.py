@@ -26,7 +26,7 @@ from l2t_bench.bench import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-ALL_TEACHERS = {"ce", "fixed", "random", "hypergrad", "l2t-dln", "ppo", "a2c", "sac", "td3"}
+ALL_TEACHERS = {"ce", "fixed", "random", "hypergrad", "l2t-dln", "l2t-dlf", "l2t-dfm", "ppo", "a2c", "sac", "td3"}
 SMOKE_SEEDS = [0, 1]
 
 
@@ -60,7 +60,7 @@ def smoke(tmp_path_factory):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     before = _complete_lines(runs)
-    assert 1 <= len(before) < 18, "the kill came too late to test resuming"
+    assert 1 <= len(before) < 2 * len(ALL_TEACHERS), "the kill came too late to test resuming"
     assert cli.main(["bench", "--config", "smoke", "--out", str(out), "--quiet"]) == 0
     return out, before
 
@@ -70,7 +70,7 @@ def test_resume_keeps_finished_runs(smoke):
     after = _complete_lines(out / "runs.jsonl")
     assert after[: len(before)] == before  # kept as they were: same lines, same values
     keys = [json.loads(line)["key"] for line in after]
-    assert len(keys) == len(set(keys)) == 18  # not repeated, and the rest completed
+    assert len(keys) == len(set(keys)) == 2 * len(ALL_TEACHERS)  # not repeated, and the rest completed
     plan = plan_runs(load_bench_config("smoke"))
     assert set(keys) == {r.key for r in plan}
 
