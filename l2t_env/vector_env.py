@@ -195,6 +195,8 @@ class L2TVectorEnv(VectorEnv):
         """``phi - action_scale * action`` per sub-env, as :meth:`step` computes it (keeps the graph)."""
         self._require_reset()
         action = action.to(device=self.device, dtype=self.dtype)
+        if self.action_mode == "set":
+            return action
         if self.action_mode != "full":
             direction = self.gradient_direction()
             scales = action.expand(-1, len(self.groups)) if self.action_mode == "global" else action
@@ -238,14 +240,16 @@ class L2TVectorEnv(VectorEnv):
                 rows = sorted(set(torch.nonzero(bad)[:, 0].tolist()))
                 raise ValueError(f"actions hold non-finite values in sub-env(s) {rows}; env state unchanged")
             lo, hi = float(a.min()), float(a.max())
-            if lo < -1.0 or hi > 1.0:
-                raise ValueError(f"action values span [{lo:.4g}, {hi:.4g}], expected within [-1, 1]; env state unchanged")
+            low, high = float(self.single_action_space.low.min()), float(self.single_action_space.high.max())
+            if lo < low or hi > high:
+                raise ValueError(f"action values span [{lo:.4g}, {hi:.4g}], expected within [{low:.4g}, {high:.4g}]; env state unchanged")
         return a
 
 
 # ---------------------------------------------------------------------- helpers
 def _vmappable(env: L2TEnv) -> bool:
-    """Whether the task's student survives a vmapped forward and double backward (``"auto"``)."""
+    """Whether the task's student and loss family survive a vmapped forward and the double backward
+    of a look-ahead (``"auto"``); two students on two examples."""
     cfg, raw = env.config, env.raw
     try:
         module = build_student(cfg, raw.input_shape, raw.num_classes, 0).to(device=env.device, dtype=env.dtype)
@@ -253,8 +257,12 @@ def _vmappable(env: L2TEnv) -> bool:
         params = [p.detach().unsqueeze(0).repeat(2, *[1] * p.dim()).requires_grad_(True) for p in module.parameters()]
         buffers = [b.unsqueeze(0).repeat(2, *[1] * b.dim()) for b in module.buffers()]
         x = raw.x_pool[:2].to(device=env.device, dtype=env.dtype).unsqueeze(0).expand(2, *raw.x_pool[:2].shape)
-        (g,) = torch.autograd.grad(student(params, buffers, x).square().sum(), params[:1], create_graph=True)
-        g.sum().backward()
+        y = raw.y_pool[:2].to(env.device).unsqueeze(0).expand(2, 2)
+        family = env.loss_family
+        phi = family.init_params(0, env.device, env.dtype).unsqueeze(0).repeat(2, 1).requires_grad_(True)
+        loss = vmap(lambda p, z, t: family(p, z, t))(phi, student(params, buffers, x), y)
+        (g,) = torch.autograd.grad(loss.sum(), params[:1], create_graph=True)
+        (g.sum() + phi.sum()).backward()
         return True
     except Exception:  # noqa: BLE001 - any failure means: fall back to the loop
         return False
@@ -561,7 +569,7 @@ class _VmapCore:
         owner = self.owner
         obs = {"student": _student_vector(self.t, self.env.config.teaching_steps, self.last, self.val, self.env.config.lr)}
         if owner.lookahead_steps:
-            if done.all():
+            if done.all() or not owner.n_phi:
                 grad = torch.zeros_like(self.phi)
             else:
                 phi = self.phi.detach().requires_grad_(True)

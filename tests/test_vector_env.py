@@ -193,3 +193,24 @@ def test_vector_env_on_cuda_matches_cpu():
         outs[device] = (obs["student"], info["final"]["test_loss"])
     _close(outs["cuda"][0], outs["cpu"][0], "student obs on cuda", rtol=1e-3, atol=1e-4)
     _close(outs["cuda"][1], outs["cpu"][1], "final test loss on cuda", rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("loss, action_mode", [("dlf", "full"), ("dfm", "set"), ("ce", "full")])
+def test_other_loss_families_and_action_modes_follow_single_envs(loss, action_mode):
+    kwargs = dict(DIGITS, loss=loss, action_mode=action_mode, teaching_steps=3, lookahead="off" if loss == "ce" else "K")
+    venv = make_vec(n=2, **kwargs)
+    assert venv.unwrapped.batching == "vmap"
+    singles = [gym.make("L2T-v0", **kwargs) for _ in range(2)]
+    venv.reset(seed=5)
+    for i, env in enumerate(singles):
+        env.reset(seed=5 + i)
+    for t in range(3):
+        if action_mode == "set":
+            actions = venv.unwrapped.phi.numpy() * np.float32(0.9)
+        else:
+            actions = np.full(venv.action_space.shape, 0.5, np.float32)
+        obs, reward, *_ = venv.step(actions)
+        results = [env.step(actions[i]) for i, env in enumerate(singles)]
+        _close(reward, [r[1] for r in results], f"{loss} step {t} rewards", atol=1e-5)
+        for key in obs:
+            _close(obs[key], np.stack([r[0][key] for r in results]), f"{loss} step {t} obs {key}")
