@@ -166,6 +166,11 @@ class L2TVectorEnv(VectorEnv):
     def nondeterministic(self) -> bool:
         return self.device.type != "cpu"
 
+    @property
+    def np_random_seed(self) -> tuple[int, ...]:
+        """The seed of each sub-env's latest seeded reset (as ``SyncVectorEnv`` reports them)."""
+        return self._core.seeds()
+
     # ------------------------------------------------------------------ hooks
     @property
     def phi(self) -> torch.Tensor:
@@ -318,6 +323,9 @@ class _LoopCore:
     def loss_grad(self) -> torch.Tensor:
         return torch.stack([env._loss_grad for env in self.envs])
 
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(int(env.np_random_seed) for env in self.envs)
+
     def lookahead(self, phi: torch.Tensor, steps: int) -> torch.Tensor:
         return torch.stack([env.unrolled_val_loss(p, steps) for env, p in zip(self.envs, phi.unbind(0))])
 
@@ -374,6 +382,7 @@ class _VmapCore:
         self.buffers = [b.detach().unsqueeze(0).repeat(n, *[1] * b.dim()) for b in module.buffers()]
         self.phi = template.loss_family.init_params(0, self.device, self.dtype).unsqueeze(0).repeat(n, 1)
         self.rngs: list[np.random.Generator] = [np.random.default_rng(0)] * n
+        self.seed_values = [-1] * n
         self.streams: list[Optional[IndexStream]] = [None] * n
         self.t = np.zeros(n, dtype=np.int64)
         self.student_steps = np.zeros(n, dtype=np.int64)
@@ -393,12 +402,15 @@ class _VmapCore:
         family = template.loss_family
         self._loss = vmap(lambda phi, z, y: family(phi, z, y))
 
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in self.seed_values)
+
     # ------------------------------------------------------------------ rows
     def reset_rows(self, rows: np.ndarray, seeds: list[Optional[int]]) -> dict:
         cfg, raw = self.env.config, self.env.raw
         for i, seed in zip(rows, seeds):
             if seed is not None or self.streams[i] is None:
-                self.rngs[i] = seeding.np_random(seed)[0]
+                self.rngs[i], self.seed_values[i] = seeding.np_random(seed)
             split_seed, student_seed, phi_seed, stream_seed = self.rngs[i].integers(0, 2**62, size=4).tolist()
             train_idx, val_idx = split_indices(len(raw.x_pool), cfg.val_fraction, split_seed)
             self.train_map[i] = train_idx.to(self.device)
