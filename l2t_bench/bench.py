@@ -4,6 +4,7 @@ A benchmark config (YAML; ``configs/bench/quick.yaml`` is the worked example)::
 
     tasks: [digits-mlp, {name: digits-mlp, label: digits-mlp-50, overrides: {teaching_steps: 50}}]
     teachers: [ce, hypergrad, {name: ppo, kwargs: {n_steps: 100}},
+               {name: fixed, label: "fixed (ce init)", env_kwargs: {loss_kwargs: {init: ce}}},
                {name: l2t-dln, label: "l2t-dln (pretrained, frozen)",
                 pretrain: {seeds: [2000, 2001], episodes: 4, tasks: [digits-mlp], online: false}}]
     seeds: [0, 1, 2, 3, 4]            # evaluation seeds
@@ -13,6 +14,7 @@ A benchmark config (YAML; ``configs/bench/quick.yaml`` is the worked example)::
     env_kwargs: {}                    # for every env, e.g. {reward: val_acc_increase}
     device: auto
     reference: ce                     # paired differences are taken against this teacher
+    checkpoint_every: 100             # optional: checkpoint each episode every 100 teaching steps
 
 Each run is ``run_episode`` with a fresh teacher: ``l2t-dln`` learns online on that seed, as in
 the paper; a trainable teacher (one with ``train``: the SB3 agents) is trained once per task on
@@ -30,8 +32,14 @@ What ``--out DIR`` holds:
   A run's key is (task, teacher, seed, hash of everything else that shapes it); a rerun with the
   same DIR skips the keys already there, so an interrupted benchmark loses no finished run.
 - ``agents/``: the trained agents, reused by a rerun with the same settings.
+- ``checkpoints/``: with ``checkpoint_every: N``, the running episode's env and teacher state,
+  written atomically every N teaching steps; a rerun resumes a killed run from it (same final
+  record) and deletes it when the run ends. Not part of a run's key.
 - ``summary.csv``, ``summary.md``, ``val_curves.png``, ``test_acc.png``: across seeds, per
   (task, teacher); rebuilt from ``runs.jsonl`` alone with ``--summarise-only``.
+
+``--tasks LABEL ...`` and ``--teachers LABEL ...`` run (or summarise) a subset of the config's rows
+under the same run keys, so a big config can be run piece by piece into one folder.
 """
 
 from __future__ import annotations
@@ -103,6 +111,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--config", help=f"bench YAML, or a built-in name ({', '.join(builtin_names('bench')) or 'none yet'})")
     p.add_argument("--out", help="output folder (default runs/bench/<config name>); rerunning into it resumes")
     p.add_argument("--device", help="override the config's device: auto, cpu, cuda, ...")
+    p.add_argument("--tasks", nargs="+", metavar="LABEL", help="run (or summarise) only these task labels of the config")
+    p.add_argument("--teachers", nargs="+", metavar="LABEL", help="run (or summarise) only these teacher labels of the config")
     p.add_argument("--summarise-only", action="store_true", help="only rebuild the summary and plots from DIR/runs.jsonl")
     p.add_argument("--tensorboard", action="store_true", help="log SB3 training to DIR/tensorboard")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -118,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_bench_config(args.config) if args.config else None
     if cfg is not None and args.device:
         cfg.device = args.device
+    if args.tasks or args.teachers:
+        if cfg is None:
+            raise ValueError("--tasks/--teachers select labels of a config: give --config too")
+        cfg.select(args.tasks, args.teachers)
     if args.out is None and cfg is None:
         raise ValueError("--summarise-only needs --out DIR (the folder holding runs.jsonl)")
     out = Path(args.out) if args.out else Path("runs/bench") / cfg.name

@@ -17,10 +17,10 @@ from l2t_env.config_files import builtin_names, config_dir, read_yaml
 
 BENCH_KEYS = (
     "name", "description", "tasks", "teachers", "seeds", "train_seeds", "train_timesteps",
-    "task_overrides", "env_kwargs", "device", "reference",
+    "task_overrides", "env_kwargs", "device", "reference", "checkpoint_every",
 )
 TASK_ENTRY_KEYS = ("name", "label", "overrides")
-TEACHER_ENTRY_KEYS = ("name", "label", "kwargs", "pretrain")
+TEACHER_ENTRY_KEYS = ("name", "label", "kwargs", "env_kwargs", "pretrain")
 PRETRAIN_KEYS = ("seeds", "episodes", "tasks", "online")
 
 
@@ -40,6 +40,8 @@ class TeacherSpec:
     label: str
     name: str
     kwargs: dict = field(default_factory=dict)
+    #: env arguments of this teacher's envs, over the bench's ``env_kwargs`` (e.g. a DLN init)
+    env_kwargs: dict = field(default_factory=dict)
     #: has ``train``: trained on ``train_seeds`` before evaluation, then acts frozen
     trainable: bool = False
     #: what fixes a trained agent besides the kwargs (the resolved hyper-parameters), for the run key
@@ -77,7 +79,25 @@ class BenchConfig:
     env_kwargs: dict = field(default_factory=dict)
     device: str = "auto"
     reference: str = "ce"
+    #: write a mid-episode checkpoint every N teaching steps (None: none); not part of a run's key
+    checkpoint_every: Optional[int] = None
     raw: dict = field(default_factory=dict)
+    #: run only these task / teacher labels (``l2t bench --tasks/--teachers``); None = all
+    only_tasks: Optional[list[str]] = None
+    only_teachers: Optional[list[str]] = None
+
+    def select(self, tasks: Optional[Sequence[str]] = None, teachers: Optional[Sequence[str]] = None) -> None:
+        """Plan only these task and teacher labels (a subset of a big config, same run keys)."""
+        for chosen, specs, what in ((tasks, self.tasks, "task"), (teachers, self.teachers, "teacher")):
+            unknown = sorted(set(chosen or ()) - {s.label for s in specs})
+            if unknown:
+                raise ValueError(f"no {what} labelled {unknown} in bench {self.name!r}; valid: {[s.label for s in specs]}")
+        self.only_tasks = list(tasks) if tasks else None
+        self.only_teachers = list(teachers) if teachers else None
+
+    def env_kwargs_for(self, teacher: TeacherSpec) -> dict:
+        """The env arguments of this teacher's runs: the bench's, then the teacher entry's."""
+        return {**self.env_kwargs, **teacher.env_kwargs}
 
     def timesteps(self, teacher: TeacherSpec) -> Optional[int]:
         """The training budget of a trainable teacher: the bench's, else the agent config's."""
@@ -150,6 +170,20 @@ def _unique_labels(specs: Iterable, what: str) -> None:
         raise ValueError(f"{what} label(s) {dupes} appear twice; give each entry its own 'label'")
 
 
+def _env_kwargs(value: Any, key: str) -> dict:
+    """A mapping of ``L2T-v0`` arguments (task settings belong in a task's ``overrides``)."""
+    import inspect
+
+    from l2t_env.env import L2TEnv
+
+    kwargs = _mapping(value, key)
+    valid = [n for n in inspect.signature(L2TEnv.__init__).parameters if n not in ("self", "task", "task_overrides")]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"{key}: unknown env argument(s) {unknown}; valid: {valid} (task settings go in a task's 'overrides')")
+    return kwargs
+
+
 def _pretrain_spec(entry: dict, probe: Any, trainable: bool, task_labels: list[str]) -> Optional[PretrainSpec]:
     """Check a teacher entry's ``pretrain:`` mapping (None when absent)."""
     if entry.get("pretrain") is None:
@@ -186,6 +220,7 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
     """Read and check a benchmark config: unknown keys, teachers and tasks raise with the valid ones,
     and the training seeds must be disjoint from the evaluation seeds."""
     from l2t_agents import make_teacher
+    from l2t_bench.episodes import check_checkpoint_every
     from l2t_env.tasks import load_task
 
     if isinstance(config, dict):
@@ -218,12 +253,14 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
         except TypeError as err:
             raise ValueError(f"teacher {e['name']!r}: bad kwargs {kwargs}: {err}") from err
         trainable = callable(getattr(probe, "train", None))
+        env_kwargs = _env_kwargs(e.get("env_kwargs"), f"teacher {e['name']!r}: env_kwargs")
         pretrain = _pretrain_spec(e, probe, trainable, [t.label for t in tasks])
         teachers.append(
             TeacherSpec(
                 label=str(e.get("label", e["name"])),
                 name=str(e["name"]),
                 kwargs=kwargs,
+                env_kwargs=env_kwargs,
                 trainable=trainable,
                 hyperparams=getattr(probe, "hyperparams", None) if trainable else None,
                 default_timesteps=getattr(probe, "n_timesteps", None) if trainable else None,
@@ -268,9 +305,10 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
         seeds=seeds,
         train_seeds=train_seeds,
         train_timesteps=steps,
-        env_kwargs=_mapping(raw.get("env_kwargs"), "env_kwargs"),
+        env_kwargs=_env_kwargs(raw.get("env_kwargs"), "env_kwargs"),
         device=str(raw.get("device", "auto")),
         reference=str(raw.get("reference", "ce")),
+        checkpoint_every=check_checkpoint_every(raw.get("checkpoint_every"), "bench config: checkpoint_every"),
         raw=raw,
     )
 
@@ -280,7 +318,7 @@ def config_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> str:
     what: dict[str, Any] = {
         "task": task.name,
         "task_overrides": task.overrides,
-        "env_kwargs": cfg.env_kwargs,
+        "env_kwargs": cfg.env_kwargs_for(teacher),
         "teacher": teacher.name,
         "teacher_kwargs": teacher.kwargs,
     }
@@ -310,7 +348,7 @@ def pretrain_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> str
     what = {
         "teacher": teacher.name,
         "teacher_kwargs": teacher.kwargs,
-        "env_kwargs": cfg.env_kwargs,
+        "env_kwargs": cfg.env_kwargs_for(teacher),
         "tasks": [(t.name, t.overrides) for t in pretrain_tasks(cfg, task, teacher)],
         "seeds": teacher.pretrain.seeds,
         "episodes": teacher.pretrain.episodes,
@@ -320,10 +358,12 @@ def pretrain_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> str
 
 
 def plan_runs(cfg: BenchConfig) -> list[RunSpec]:
-    """Every run of the benchmark, task by task, teacher by teacher, seed by seed."""
+    """Every run of the benchmark (of the selected labels), task by task, teacher by teacher, seed by seed."""
     return [
         RunSpec(task, teacher, seed, config_hash(cfg, task, teacher))
         for task in cfg.tasks
+        if cfg.only_tasks is None or task.label in cfg.only_tasks
         for teacher in cfg.teachers
+        if cfg.only_teachers is None or teacher.label in cfg.only_teachers
         for seed in cfg.seeds
     ]

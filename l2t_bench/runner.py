@@ -30,12 +30,17 @@ def _train_agent(cfg: BenchConfig, run: RunSpec, path: Path, progress: Progress,
         run.task.name,
         cfg.train_seeds,
         total_timesteps=steps,
-        env_kwargs={**cfg.env_kwargs, **run.task.overrides, "device": cfg.device},
+        env_kwargs={**cfg.env_kwargs_for(run.teacher), **run.task.overrides, "device": cfg.device},
         tensorboard_log=str(tensorboard) if tensorboard else None,
         progress=lambda done, total: progress.update(bar, completed=done, total=total),
     )
     teacher.save(path)
     progress.remove_task(bar)
+
+
+def checkpoint_path(out: Path, run: RunSpec) -> Path:
+    """Where a run's mid-episode checkpoint is kept while it runs (``checkpoint_every``)."""
+    return out / "checkpoints" / f"{run.task.label}__{run.teacher.label}__seed{run.seed}__{run.config_hash}.pt"
 
 
 def pretrained_path(out: Path, cfg: BenchConfig, run: RunSpec) -> Path:
@@ -64,7 +69,7 @@ def _pretrain_agent(cfg: BenchConfig, run: RunSpec, path: Path, progress: Progre
     start = time.perf_counter()
     records = pretrain(
         teacher, plan, eval_seeds=cfg.seeds, on_episode=on_episode,
-        make_task_env=lambda t, label: make_env(t, tasks[label].name, device=cfg.device, **cfg.env_kwargs, **tasks[label].overrides),
+        make_task_env=lambda t, label: make_env(t, tasks[label].name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **tasks[label].overrides),
     )
     save_pretrained(teacher, path, records, time.perf_counter() - start)
     progress.remove_task(bar)
@@ -84,7 +89,8 @@ def run_bench(
     run on a task; every run gets a freshly made teacher and env.
     """
     import l2t_env  # noqa: F401  (registers L2T-v0)
-    from l2t_agents import make_env, make_teacher, run_episode
+    from l2t_agents import make_env, make_teacher
+    from l2t_bench.episodes import run_checkpointed_episode
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +104,7 @@ def run_bench(
     pending = [r for r in plan if r.key not in done]
     if console:
         console.print(
-            f"bench [bold]{cfg.name}[/]: {len(cfg.tasks)} task(s) x {len(cfg.teachers)} teacher(s) x {len(cfg.seeds)} seed(s) "
+            f"bench [bold]{cfg.name}[/]: {len(cfg.only_tasks or cfg.tasks)} task(s) x {len(cfg.only_teachers or cfg.teachers)} teacher(s) x {len(cfg.seeds)} seed(s) "
             f"= {len(plan)} runs; {len(plan) - len(pending)} already in {runs_file}, {len(pending)} to run (device {cfg.device})"
         )
     with Progress(
@@ -128,9 +134,12 @@ def run_bench(
                 teacher.learning = run.teacher.pretrain.online
                 agent = str(path.relative_to(out))
                 train_time = pretrained_meta(path).get("train_time")
-            env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs, **run.task.overrides)
+            env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **run.task.overrides)
             try:
-                episode = run_episode(env, teacher, run.seed)
+                episode = run_checkpointed_episode(
+                    env, teacher, run.seed, checkpoint_every=cfg.checkpoint_every, path=checkpoint_path(out, run),
+                    on_resume=lambda t: progress.console.print(f"{run.key}: resumed from its checkpoint at teaching step {t}"),
+                )
             finally:
                 env.close()
             record = run_record(run, episode, agent, train_time, str(env.unwrapped.device))

@@ -375,6 +375,7 @@ class _VmapCore:
         self.n_fixed = min(cfg.reward_val_size or self.n_val, self.n_val)
         self.train_map = torch.zeros(n, self.n_train, dtype=torch.long, device=self.device)
         self.val_map = torch.zeros(n, self.n_val, dtype=torch.long, device=self.device)
+        self.y_train = torch.zeros(n, self.n_train, dtype=torch.long, device=self.device)  # per student (label noise)
         module = build_student(cfg, raw.input_shape, raw.num_classes, 0).to(device=self.device, dtype=self.dtype)
         module.train(True)
         self.student = BatchedStudent(module)
@@ -412,8 +413,9 @@ class _VmapCore:
             if seed is not None or self.streams[i] is None:
                 self.rngs[i], self.seed_values[i] = seeding.np_random(seed)
             split_seed, student_seed, phi_seed, stream_seed = self.rngs[i].integers(0, 2**62, size=4).tolist()
-            train_idx, val_idx = split_indices(len(raw.x_pool), cfg.val_fraction, split_seed)
+            train_idx, val_idx, y_train = split_indices(raw, cfg.val_fraction, split_seed)
             self.train_map[i] = train_idx.to(self.device)
+            self.y_train[i] = y_train.to(self.device)
             self.val_map[i] = val_idx.to(self.device)
             module = build_student(cfg, raw.input_shape, raw.num_classes, student_seed)
             with torch.no_grad():
@@ -450,13 +452,14 @@ class _VmapCore:
         idx = torch.stack([d[0] for d in drawn]).to(self.device)  # [R, K, B]
         vidx = torch.stack([d[1] for d in drawn]).to(self.device)  # [R, V]
         gidx = self.train_map[rows_t].gather(1, idx.flatten(1)).view_as(idx)
+        y = self.y_train[rows_t].gather(1, idx.flatten(1)).view_as(idx)
         x = self.x_pool[gidx]
         augment = self.env.augment
         if augment is not None:
             x = torch.stack([augment(x[r].flatten(0, 1), self.streams[i].augment_generator).view_as(x[r]) for r, i in enumerate(rows)])  # type: ignore[union-attr]
         gv = self.val_map[rows_t].gather(1, vidx)
         self.nx[:, rows_t] = x.transpose(0, 1)
-        self.ny[:, rows_t] = self.y_pool[gidx].transpose(0, 1)
+        self.ny[:, rows_t] = y.transpose(0, 1)
         self.nxv[rows_t] = self.x_pool[gv]
         self.nyv[rows_t] = self.y_pool[gv]
 
@@ -474,8 +477,11 @@ class _VmapCore:
         buffers = [b[rows_t] for b in self.buffers]
         chunk = self._chunk(len(rows))
         out = {}
-        for split, index in (("train", self.train_map[rows_t]), ("val", self.val_map[rows_t])):
-            take = lambda a, b, index=index: (self.x_pool[index[:, a:b]], self.y_pool[index[:, a:b]])  # noqa: E731
+        for split, index, labels in (
+            ("train", self.train_map[rows_t], self.y_train[rows_t]),
+            ("val", self.val_map[rows_t], self.y_pool[self.val_map[rows_t]]),
+        ):
+            take = lambda a, b, index=index, labels=labels: (self.x_pool[index[:, a:b]], labels[:, a:b])  # noqa: E731
             loss, acc = evaluate_batched(self.student, params, buffers, take, index.shape[1], chunk)
             out[f"{split}_loss"], out[f"{split}_acc"] = loss, acc
         r = len(rows)

@@ -11,7 +11,7 @@ import l2t_env  # noqa: F401
 from l2t_agents import make_env, make_teacher, run_episode
 from l2t_agents.pretraining import PretrainPlan, check_disjoint_seeds, pretrain, pretrained_meta, save_pretrained
 from l2t_bench import cli
-from l2t_bench.bench import load_bench_config, run_bench
+from l2t_bench.bench import load_bench_config, plan_runs, run_bench
 
 TINY = dict(teaching_steps=3, unroll_steps=3, batch_size=8, val_batch_size=16, student_kwargs={"hidden": [16]})
 
@@ -222,3 +222,23 @@ def test_pretrain_entry_errors_name_the_bad_value():
             load_bench_config(dict(cfg, teachers=[{"name": "l2t-dln", "pretrain": pre}]))
     with pytest.raises(ValueError, match="needs a teacher that learns online"):
         load_bench_config(dict(cfg, teachers=[{"name": "hypergrad", "pretrain": {"seeds": [5]}}]))
+
+
+def test_teacher_env_kwargs_reach_that_teachers_envs_only(tmp_path, monkeypatch):
+    import l2t_agents
+
+    seen = []
+    real = l2t_agents.make_env
+    monkeypatch.setattr(l2t_agents, "make_env", lambda t, task, **kw: seen.append(kw) or real(t, task, **kw))
+    raw = {
+        "tasks": [{"name": "digits-mlp", "overrides": {**TINY, "teaching_steps": 1}}],
+        "teachers": ["fixed", {"name": "fixed", "label": "fixed (small dln)", "env_kwargs": {"loss_kwargs": {"hidden": [8]}}}],
+        "seeds": [0], "device": "cpu", "env_kwargs": {"action_scale": 2e-3},
+    }
+    cfg = load_bench_config(raw)
+    assert len({r.config_hash for r in plan_runs(cfg)}) == 2
+    run_bench(cfg, tmp_path, quiet=True)
+    assert [kw.get("loss_kwargs") for kw in seen] == [None, {"hidden": [8]}]
+    assert all(kw["action_scale"] == 2e-3 for kw in seen)
+    with pytest.raises(ValueError, match=r"unknown env argument\(s\) \['teaching_steps'\]; valid: \[.*'loss_kwargs'"):
+        load_bench_config({**raw, "teachers": [{"name": "fixed", "env_kwargs": {"teaching_steps": 3}}]})

@@ -214,3 +214,18 @@ def test_other_loss_families_and_action_modes_follow_single_envs(loss, action_mo
         _close(reward, [r[1] for r in results], f"{loss} step {t} rewards", atol=1e-5)
         for key in obs:
             _close(obs[key], np.stack([r[0][key] for r in results]), f"{loss} step {t} obs {key}")
+
+
+def test_noisy_labels_follow_single_envs():
+    kwargs = dict(DIGITS, lookahead="off", teaching_steps=2, dataset="digits-noisy", dataset_kwargs={"noise": 0.4})
+    venv = make_vec(n=2, **kwargs)
+    singles = [gym.make("L2T-v0", **kwargs) for _ in range(2)]
+    venv.reset(seed=8)
+    for i, env in enumerate(singles):
+        env.reset(seed=8 + i)
+    actions = np.full(venv.action_space.shape, 0.2, np.float32)
+    for _ in range(2):
+        obs, *_, info = venv.step(actions)
+        results = [env.step(actions[i]) for i, env in enumerate(singles)]
+    _close(obs["student"], np.stack([r[0]["student"] for r in results]), "noisy-label student obs")
+    _close(info["final"]["train_loss"], [r[4]["final"]["train_loss"] for r in results], "noisy-label final train loss")
