@@ -234,7 +234,20 @@ class L2TEnv(gym.Env):
 
     ## Vectorized environment
 
-    Not yet native; use ``gym.make_vec("L2T-v0", num_envs=n, vectorization_mode="sync")``.
+    ``gym.make_vec("L2T-v0", num_envs=N, vectorization_mode="vector_entry_point", **kwargs)`` gives
+    the native ``L2TVectorEnv`` (``l2t_env.vector_env``): N students of one task in one process,
+    sub-env ``i`` seeded ``seed + i`` and following the single env with that seed and the same
+    actions (to float32 rounding). Spaces are batched (``[N, ...]``), autoreset is Gymnasium's
+    ``NEXT_STEP`` (``metadata["autoreset_mode"]``), ``info`` has the keys above as arrays with
+    ``_key`` masks, a diverging sub-env terminates alone, and ``options={"reset_mask": m}``
+    resets only the masked sub-envs. The hooks above exist batched on ``env.unwrapped`` (``phi``
+    and ``loss_grad`` ``[N, n_phi]``, ``unrolled_val_loss(phi)`` ``[N]``, ``commit_phi``).
+
+    ``batching="vmap"`` stacks the N students' parameters (and BatchNorm running statistics) and
+    runs the students, the loss family and the look-ahead hypergradient through ``torch.func.vmap``;
+    ``batching="loop"`` steps N single envs in turn (any module, ``checkpoint_unroll``);
+    ``"auto"`` (default) takes vmap unless the student fails a vmapped double-backward probe or an
+    option needs the loop. ``vectorization_mode="sync"`` still works as for any env.
 
     ## Version History
 
