@@ -98,6 +98,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--summarise-only", action="store_true", help="only rebuild the summary and plots from DIR/runs.jsonl")
     p.add_argument("--tensorboard", action="store_true", help="log SB3 training to DIR/tensorboard")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--pin-numerics", action="store_true",
+                   help="run in a process with CPU-independent kernels and one thread (l2t_bench/numerics.py): "
+                        "bit-equal results across x86-64 machines with the same torch build, several times slower")
     p.set_defaults(func=run)
 
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from l2t_bench.config import BenchConfig, RunSpec, plan_runs
+from l2t_bench.numerics import apply_pins_if_flagged
 from l2t_bench.options import jsonable
 from l2t_bench.records import RUNS_FILE, append_run, read_runs, repair_runs_file, run_record
 
@@ -53,6 +54,8 @@ def run_bench(
     """
     import l2t_env  # noqa: F401  (registers L2T-v0)
     from l2t_agents import make_env, make_teacher, run_episode
+
+    apply_pins_if_flagged()  # a process started with pinned numerics also sets torch's own switches
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
