@@ -118,6 +118,8 @@ _MISSING_EXTRAS: dict[str, str] = {}  # extra -> why its import failed
 
 def _ensure_builtin_teachers() -> None:
     import l2t_agents.baselines  # noqa: F401
+    import l2t_agents.l2t_dfm  # noqa: F401
+    import l2t_agents.l2t_dlf  # noqa: F401
     import l2t_agents.l2t_dln  # noqa: F401
 
     try:

@@ -80,6 +80,18 @@ class L2TDLNConfig:
     first_order: bool = False
     #: seed of the LSTM's initial weights
     seed: int = 0
+    # Stabilisers (all off by default = the reference code). A random or fitted DLN can be wrecked
+    # by the teacher's first, untrained moves; these keep phi near where the episode started it.
+    #: zero the last LSTM cell's weights and biases, so the untrained teacher outputs u = 0 (leaves
+    #: the DLN at its init) until its Adam steps move it; the other cells keep the reference init
+    zero_init_output: bool = False
+    #: trust region as a penalty: the teacher minimises L'_val + proximity * ||phi' - phi_0||^2,
+    #: phi_0 the DLN at the episode's start (0 = off)
+    proximity: float = 0.0
+    #: hard trust region: |phi' - phi_0| <= max_drift per coordinate, by clamping u (None = off)
+    max_drift: Optional[float] = None
+    #: clip the L2 norm of the teacher's (meta-)gradient before each Adam step (None = off)
+    clip_meta_grad: Optional[float] = None
 
 
 @register_teacher("l2t-dln")
@@ -94,12 +106,21 @@ class L2TDLNTeacher(BaseTeacher):
         cfg = self.config
         if cfg.memory_truncation < 1:
             raise ValueError(f"memory_truncation={cfg.memory_truncation}, expected >= 1")
+        for key in ("proximity", "max_drift", "clip_meta_grad"):
+            value = getattr(cfg, key)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{key}={value!r}, expected a finite number >= 0" + ("" if key == "proximity" else " or None"))
         self.n_student_features = 8 if cfg.student_state_inputs else 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.lstm = CoordinateLSTM(2 + self.n_student_features, cfg.hidden, cfg.layers)
+        if cfg.zero_init_output:
+            with torch.no_grad():
+                for p in self.lstm.cells[-1].parameters():
+                    p.zero_()
         self.optimizer = torch.optim.Adam(self.lstm.parameters(), lr=cfg.lr)
         self.state: Optional[LSTMState] = None
+        self.phi0: Optional[torch.Tensor] = None  # the DLN at the episode's start (trust regions)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (u, dL/du) awaiting backward
         self.iterations = 0
 
@@ -109,6 +130,7 @@ class L2TDLNTeacher(BaseTeacher):
         self.attach(env)
         core = env.unwrapped
         self.state = self.lstm.initial_state(core.n_phi, core.device, core.dtype)
+        self.phi0 = core.phi.detach().clone()
         self._pending = []
 
     def attach(self, env) -> None:
@@ -127,6 +149,9 @@ class L2TDLNTeacher(BaseTeacher):
                     slot[key] = value.to(device=core.device, dtype=core.dtype)
         if self.state is not None:
             self.state = [(h.to(core.device, core.dtype), c.to(core.device, core.dtype)) for h, c in self.state]
+        if self.phi0 is None or self.phi0.shape != core.phi.shape:
+            self.phi0 = core.phi.detach().clone()
+        self.phi0 = self.phi0.to(core.device, core.dtype)
 
     # ------------------------------------------------------------------ one teacher iteration
     def act(self, obs: Any) -> torch.Tensor:
@@ -140,6 +165,7 @@ class L2TDLNTeacher(BaseTeacher):
             x = torch.cat([x, s.expand(len(g), -1)], dim=1)
         with torch.set_grad_enabled(self.learning):
             u, self.state = self.lstm(x, self.state)
+            u = self._trust_region(u, env)
         if self.learning:
             # Stage 3 (teacher stage): dL'_val/du, then one Adam step on psi through the LSTM.
             if self.config.first_order:
@@ -152,6 +178,10 @@ class L2TDLNTeacher(BaseTeacher):
                 u_leaf = u.detach().requires_grad_(True)
                 val_loss = env.unrolled_val_loss(env.phi_after(u_leaf))  # kept by env for the commit
                 (grad_u,) = torch.autograd.grad(val_loss, u_leaf)
+            if self.config.proximity:
+                # d/du of proximity * ||phi - scale*u - phi_0||^2
+                drift = env.phi_after(u.detach()) - self.phi0
+                grad_u = grad_u - 2.0 * self.config.proximity * env.action_scale * drift
             self._pending.append((u, grad_u))
             self.iterations += 1
             if self.iterations % self.config.memory_truncation == 0:
@@ -161,11 +191,21 @@ class L2TDLNTeacher(BaseTeacher):
         # The commit: env.step(u) sets phi <- phi' and, in the faithful mode, reuses stage 3's unroll.
         return u.detach()
 
+    def _trust_region(self, u: torch.Tensor, env) -> torch.Tensor:
+        """Clamp u so that phi' = phi - scale*u stays within ``max_drift`` of phi_0 per coordinate."""
+        if self.config.max_drift is None:
+            return u
+        offset = (env.phi - self.phi0).detach() / env.action_scale  # phi' - phi_0 = scale * (offset - u)
+        radius = self.config.max_drift / env.action_scale
+        return torch.minimum(torch.maximum(u, offset - radius), offset + radius)
+
     def _teacher_update(self) -> None:
         """Backpropagate the pending dL/du through the LSTM (and its memory), step Adam, detach."""
         us, grads = zip(*self._pending)
         self.optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(list(us), list(grads))
+        if self.config.clip_meta_grad is not None:
+            torch.nn.utils.clip_grad_norm_(self.lstm.parameters(), self.config.clip_meta_grad)
         self.optimizer.step()
         self._pending = []
         self.state = [(h.detach(), c.detach()) for h, c in self.state]

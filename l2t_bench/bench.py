@@ -3,7 +3,10 @@
 A benchmark config (YAML; ``configs/bench/quick.yaml`` is the worked example)::
 
     tasks: [digits-mlp, {name: digits-mlp, label: digits-mlp-50, overrides: {teaching_steps: 50}}]
-    teachers: [ce, hypergrad, {name: ppo, kwargs: {n_steps: 100}}]
+    teachers: [ce, hypergrad, {name: ppo, kwargs: {n_steps: 100}},
+               {name: fixed, label: "fixed (ce init)", env_kwargs: {loss_kwargs: {init: ce}}},
+               {name: l2t-dln, label: "l2t-dln (pretrained, frozen)",
+                pretrain: {seeds: [2000, 2001], episodes: 4, tasks: [digits-mlp], online: false}}]
     seeds: [0, 1, 2, 3, 4]            # evaluation seeds
     train_seeds: [1000, 1001]         # SB3 teachers train on these; must be disjoint from seeds
     train_timesteps: 2000             # or per teacher: {ppo: 2000, sac: 1000}; default: the agent YAML's
@@ -15,6 +18,12 @@ A benchmark config (YAML; ``configs/bench/quick.yaml`` is the worked example)::
 Each run is ``run_episode`` with a fresh teacher: ``l2t-dln`` learns online on that seed, as in
 the paper; a trainable teacher (one with ``train``: the SB3 agents) is trained once per task on
 ``train_seeds``, saved under ``DIR/agents/``, and loaded frozen for every evaluation seed.
+A teacher entry with ``pretrain:`` (a gradient teacher such as ``l2t-dln``) is first meta-trained
+by :func:`l2t_agents.pretraining.pretrain` for ``episodes`` episodes over its ``seeds`` (disjoint
+from ``seeds``) and ``tasks`` (bench task labels or task names; default the evaluated task), memory
+reset per episode; it is saved under ``DIR/agents/pretrained__*.pt`` (reused by every row and rerun
+with the same teacher, kwargs and pretraining) and evaluated on each seed frozen, or still learning
+with ``online: true``. Give such entries a ``label`` so fresh, frozen and online are separate rows.
 
 What ``--out DIR`` holds:
 
@@ -24,6 +33,9 @@ What ``--out DIR`` holds:
 - ``agents/``: the trained agents, reused by a rerun with the same settings.
 - ``summary.csv``, ``summary.md``, ``val_curves.png``, ``test_acc.png``: across seeds, per
   (task, teacher); rebuilt from ``runs.jsonl`` alone with ``--summarise-only``.
+
+``--tasks LABEL ...`` and ``--teachers LABEL ...`` run (or summarise) a subset of the config's rows
+under the same run keys, so a big config can be run piece by piece into one folder.
 """
 
 from __future__ import annotations
@@ -95,6 +107,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--config", help=f"bench YAML, or a built-in name ({', '.join(builtin_names('bench')) or 'none yet'})")
     p.add_argument("--out", help="output folder (default runs/bench/<config name>); rerunning into it resumes")
     p.add_argument("--device", help="override the config's device: auto, cpu, cuda, ...")
+    p.add_argument("--tasks", nargs="+", metavar="LABEL", help="run (or summarise) only these task labels of the config")
+    p.add_argument("--teachers", nargs="+", metavar="LABEL", help="run (or summarise) only these teacher labels of the config")
     p.add_argument("--summarise-only", action="store_true", help="only rebuild the summary and plots from DIR/runs.jsonl")
     p.add_argument("--tensorboard", action="store_true", help="log SB3 training to DIR/tensorboard")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -113,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_bench_config(args.config) if args.config else None
     if cfg is not None and args.device:
         cfg.device = args.device
+    if args.tasks or args.teachers:
+        if cfg is None:
+            raise ValueError("--tasks/--teachers select labels of a config: give --config too")
+        cfg.select(args.tasks, args.teachers)
     if args.out is None and cfg is None:
         raise ValueError("--summarise-only needs --out DIR (the folder holding runs.jsonl)")
     out = Path(args.out) if args.out else Path("runs/bench") / cfg.name

@@ -20,7 +20,8 @@ BENCH_KEYS = (
     "task_overrides", "env_kwargs", "device", "reference",
 )
 TASK_ENTRY_KEYS = ("name", "label", "overrides")
-TEACHER_ENTRY_KEYS = ("name", "label", "kwargs")
+TEACHER_ENTRY_KEYS = ("name", "label", "kwargs", "env_kwargs", "pretrain")
+PRETRAIN_KEYS = ("seeds", "episodes", "tasks", "online")
 
 
 @dataclass
@@ -39,11 +40,30 @@ class TeacherSpec:
     label: str
     name: str
     kwargs: dict = field(default_factory=dict)
+    #: env arguments of this teacher's envs, over the bench's ``env_kwargs`` (e.g. a DLN init)
+    env_kwargs: dict = field(default_factory=dict)
     #: has ``train``: trained on ``train_seeds`` before evaluation, then acts frozen
     trainable: bool = False
     #: what fixes a trained agent besides the kwargs (the resolved hyper-parameters), for the run key
     hyperparams: Optional[dict] = None
     default_timesteps: Optional[int] = None
+    #: ``pretrain:`` of the entry, checked: meta-trained on these seeds/tasks before evaluation
+    pretrain: Optional["PretrainSpec"] = None
+
+
+@dataclass
+class PretrainSpec:
+    """A teacher entry's ``pretrain: {seeds, episodes, tasks, online}``.
+
+    ``tasks`` are bench task labels or task names (default: the task being evaluated, so each task
+    gets its own pretrained teacher); ``online`` keeps it learning on each evaluation seed (default
+    frozen). Rows that differ only in ``online`` or ``label`` share one pretrained teacher.
+    """
+
+    seeds: list[int]
+    episodes: Optional[int] = None
+    tasks: Optional[list[str]] = None
+    online: bool = False
 
 
 @dataclass
@@ -60,6 +80,22 @@ class BenchConfig:
     device: str = "auto"
     reference: str = "ce"
     raw: dict = field(default_factory=dict)
+    #: run only these task / teacher labels (``l2t bench --tasks/--teachers``); None = all
+    only_tasks: Optional[list[str]] = None
+    only_teachers: Optional[list[str]] = None
+
+    def select(self, tasks: Optional[Sequence[str]] = None, teachers: Optional[Sequence[str]] = None) -> None:
+        """Plan only these task and teacher labels (a subset of a big config, same run keys)."""
+        for chosen, specs, what in ((tasks, self.tasks, "task"), (teachers, self.teachers, "teacher")):
+            unknown = sorted(set(chosen or ()) - {s.label for s in specs})
+            if unknown:
+                raise ValueError(f"no {what} labelled {unknown} in bench {self.name!r}; valid: {[s.label for s in specs]}")
+        self.only_tasks = list(tasks) if tasks else None
+        self.only_teachers = list(teachers) if teachers else None
+
+    def env_kwargs_for(self, teacher: TeacherSpec) -> dict:
+        """The env arguments of this teacher's runs: the bench's, then the teacher entry's."""
+        return {**self.env_kwargs, **teacher.env_kwargs}
 
     def timesteps(self, teacher: TeacherSpec) -> Optional[int]:
         """The training budget of a trainable teacher: the bench's, else the agent config's."""
@@ -132,6 +168,52 @@ def _unique_labels(specs: Iterable, what: str) -> None:
         raise ValueError(f"{what} label(s) {dupes} appear twice; give each entry its own 'label'")
 
 
+def _env_kwargs(value: Any, key: str) -> dict:
+    """A mapping of ``L2T-v0`` arguments (task settings belong in a task's ``overrides``)."""
+    import inspect
+
+    from l2t_env.env import L2TEnv
+
+    kwargs = _mapping(value, key)
+    valid = [n for n in inspect.signature(L2TEnv.__init__).parameters if n not in ("self", "task", "task_overrides")]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"{key}: unknown env argument(s) {unknown}; valid: {valid} (task settings go in a task's 'overrides')")
+    return kwargs
+
+
+def _pretrain_spec(entry: dict, probe: Any, trainable: bool, task_labels: list[str]) -> Optional[PretrainSpec]:
+    """Check a teacher entry's ``pretrain:`` mapping (None when absent)."""
+    if entry.get("pretrain") is None:
+        return None
+    name = entry["name"]
+    raw = _mapping(entry["pretrain"], f"teacher {name!r}: pretrain")
+    unknown = sorted(set(raw) - set(PRETRAIN_KEYS))
+    if unknown:
+        raise ValueError(f"teacher {name!r}: pretrain: unknown key(s) {unknown}; valid: {list(PRETRAIN_KEYS)}")
+    if trainable or not hasattr(probe, "optimizer"):
+        raise ValueError(f"teacher {name!r}: pretrain needs a teacher that learns online by gradient (e.g. l2t-dln)")
+    seeds = _seed_list(raw.get("seeds"), f"teacher {name!r}: pretrain seeds")
+    if not seeds:
+        raise ValueError(f"teacher {name!r}: pretrain seeds is empty; expected a list of integers >= 0")
+    episodes = raw.get("episodes")
+    if episodes is not None and not (isinstance(episodes, int) and not isinstance(episodes, bool) and episodes >= 1):
+        raise ValueError(f"teacher {name!r}: pretrain episodes={episodes!r}: expected an integer >= 1")
+    tasks = raw.get("tasks")
+    if tasks is not None:
+        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+            raise ValueError(f"teacher {name!r}: pretrain tasks={tasks!r}: expected a non-empty list of task labels or names")
+        from l2t_env.tasks import load_task
+
+        for t in tasks:
+            if t not in task_labels:
+                load_task(t)  # unknown task: raises with the valid ones
+    online = raw.get("online", False)
+    if not isinstance(online, bool):
+        raise ValueError(f"teacher {name!r}: pretrain online={online!r}: expected true or false")
+    return PretrainSpec(seeds=seeds, episodes=episodes, tasks=tasks, online=online)
+
+
 def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
     """Read and check a benchmark config: unknown keys, teachers and tasks raise with the valid ones,
     and the training seeds must be disjoint from the evaluation seeds."""
@@ -168,14 +250,18 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
         except TypeError as err:
             raise ValueError(f"teacher {e['name']!r}: bad kwargs {kwargs}: {err}") from err
         trainable = callable(getattr(probe, "train", None))
+        env_kwargs = _env_kwargs(e.get("env_kwargs"), f"teacher {e['name']!r}: env_kwargs")
+        pretrain = _pretrain_spec(e, probe, trainable, [t.label for t in tasks])
         teachers.append(
             TeacherSpec(
                 label=str(e.get("label", e["name"])),
                 name=str(e["name"]),
                 kwargs=kwargs,
+                env_kwargs=env_kwargs,
                 trainable=trainable,
                 hyperparams=getattr(probe, "hyperparams", None) if trainable else None,
                 default_timesteps=getattr(probe, "n_timesteps", None) if trainable else None,
+                pretrain=pretrain,
             )
         )
     _unique_labels(teachers, "teacher")
@@ -185,6 +271,14 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
     trainable = [t.label for t in teachers if t.trainable]
     if trainable and not train_seeds:
         raise ValueError(f"teachers {trainable} are trained before evaluation: give 'train_seeds' (disjoint from 'seeds')")
+    for t in teachers:
+        if t.pretrain is not None:
+            shared = sorted(set(seeds) & set(t.pretrain.seeds))
+            if shared:
+                raise ValueError(
+                    f"teacher {t.label!r}: pretrain seeds and seeds share {shared}: a teacher must not be evaluated on a "
+                    f"seed it was trained on; seeds={seeds}, pretrain seeds={t.pretrain.seeds}"
+                )
     overlap = sorted(set(seeds) & set(train_seeds))
     if overlap:
         raise ValueError(
@@ -208,7 +302,7 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
         seeds=seeds,
         train_seeds=train_seeds,
         train_timesteps=steps,
-        env_kwargs=_mapping(raw.get("env_kwargs"), "env_kwargs"),
+        env_kwargs=_env_kwargs(raw.get("env_kwargs"), "env_kwargs"),
         device=str(raw.get("device", "auto")),
         reference=str(raw.get("reference", "ce")),
         raw=raw,
@@ -220,21 +314,52 @@ def config_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> str:
     what: dict[str, Any] = {
         "task": task.name,
         "task_overrides": task.overrides,
-        "env_kwargs": cfg.env_kwargs,
+        "env_kwargs": cfg.env_kwargs_for(teacher),
         "teacher": teacher.name,
         "teacher_kwargs": teacher.kwargs,
     }
     if teacher.trainable:
         what.update(hyperparams=teacher.hyperparams, train_seeds=cfg.train_seeds, train_timesteps=cfg.timesteps(teacher))
+    if teacher.pretrain is not None:
+        what.update(pretrain=pretrain_hash(cfg, task, teacher), online=teacher.pretrain.online)
+    blob = json.dumps(what, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def pretrain_tasks(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> list[TaskSpec]:
+    """The tasks a pretrained teacher evaluated on ``task`` was trained on (bench labels resolved,
+    other names taken with the bench's ``task_overrides``)."""
+    assert teacher.pretrain is not None
+    if teacher.pretrain.tasks is None:
+        return [task]
+    by_label = {t.label: t for t in cfg.tasks}
+    overrides = _mapping(cfg.raw.get("task_overrides"), "task_overrides")
+    return [by_label.get(name) or TaskSpec(label=name, name=name, overrides=overrides) for name in teacher.pretrain.tasks]
+
+
+def pretrain_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> str:
+    """The identity of a pretrained teacher: what it is and what it was trained on, not its label,
+    not ``online`` and not the task it is evaluated on (unless it was pretrained on that task)."""
+    assert teacher.pretrain is not None
+    what = {
+        "teacher": teacher.name,
+        "teacher_kwargs": teacher.kwargs,
+        "env_kwargs": cfg.env_kwargs_for(teacher),
+        "tasks": [(t.name, t.overrides) for t in pretrain_tasks(cfg, task, teacher)],
+        "seeds": teacher.pretrain.seeds,
+        "episodes": teacher.pretrain.episodes,
+    }
     blob = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 def plan_runs(cfg: BenchConfig) -> list[RunSpec]:
-    """Every run of the benchmark, task by task, teacher by teacher, seed by seed."""
+    """Every run of the benchmark (of the selected labels), task by task, teacher by teacher, seed by seed."""
     return [
         RunSpec(task, teacher, seed, config_hash(cfg, task, teacher))
         for task in cfg.tasks
+        if cfg.only_tasks is None or task.label in cfg.only_tasks
         for teacher in cfg.teachers
+        if cfg.only_teachers is None or teacher.label in cfg.only_teachers
         for seed in cfg.seeds
     ]

@@ -10,7 +10,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from l2t_bench.config import BenchConfig, RunSpec, plan_runs
+from l2t_bench.config import BenchConfig, RunSpec, plan_runs, pretrain_hash, pretrain_tasks
 from l2t_bench.numerics import apply_pins_if_flagged
 from l2t_bench.options import jsonable
 from l2t_bench.records import RUNS_FILE, append_run, read_runs, repair_runs_file, run_record
@@ -31,11 +31,43 @@ def _train_agent(cfg: BenchConfig, run: RunSpec, path: Path, progress: Progress,
         run.task.name,
         cfg.train_seeds,
         total_timesteps=steps,
-        env_kwargs={**cfg.env_kwargs, **run.task.overrides, "device": cfg.device},
+        env_kwargs={**cfg.env_kwargs_for(run.teacher), **run.task.overrides, "device": cfg.device},
         tensorboard_log=str(tensorboard) if tensorboard else None,
         progress=lambda done, total: progress.update(bar, completed=done, total=total),
     )
     teacher.save(path)
+    progress.remove_task(bar)
+
+
+def pretrained_path(out: Path, cfg: BenchConfig, run: RunSpec) -> Path:
+    """Where the pretrained teacher of this run is kept: shared by every row with the same
+    teacher, kwargs and pretraining (frozen and online rows, other labels)."""
+    return out / "agents" / f"pretrained__{run.teacher.name}__{pretrain_hash(cfg, run.task, run.teacher)}.pt"
+
+
+def _pretrain_agent(cfg: BenchConfig, run: RunSpec, path: Path, progress: Progress, console: Optional[Console]) -> None:
+    import time
+
+    from l2t_agents import make_env, make_teacher
+    from l2t_agents.pretraining import PretrainPlan, pretrain, save_pretrained
+
+    spec = run.teacher.pretrain
+    tasks = {t.label: t for t in pretrain_tasks(cfg, run.task, run.teacher)}
+    plan = PretrainPlan(seeds=spec.seeds, tasks=list(tasks), episodes=spec.episodes)
+    teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
+    bar = progress.add_task(f"pretraining {run.teacher.name} ({path.name})", total=len(plan.schedule()))
+
+    def on_episode(i: int, record) -> None:
+        progress.update(bar, completed=i + 1)
+        if console and not console.is_terminal:
+            console.print(f"pretrain {path.name} episode {i + 1}: {record.task} seed {record.seed} test acc {record.final.get('test_acc', float('nan')):.4f}")
+
+    start = time.perf_counter()
+    records = pretrain(
+        teacher, plan, eval_seeds=cfg.seeds, on_episode=on_episode,
+        make_task_env=lambda t, label: make_env(t, tasks[label].name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **tasks[label].overrides),
+    )
+    save_pretrained(teacher, path, records, time.perf_counter() - start)
     progress.remove_task(bar)
 
 
@@ -69,7 +101,7 @@ def run_bench(
     pending = [r for r in plan if r.key not in done]
     if console:
         console.print(
-            f"bench [bold]{cfg.name}[/]: {len(cfg.tasks)} task(s) x {len(cfg.teachers)} teacher(s) x {len(cfg.seeds)} seed(s) "
+            f"bench [bold]{cfg.name}[/]: {len(cfg.only_tasks or cfg.tasks)} task(s) x {len(cfg.only_teachers or cfg.teachers)} teacher(s) x {len(cfg.seeds)} seed(s) "
             f"= {len(plan)} runs; {len(plan) - len(pending)} already in {runs_file}, {len(pending)} to run (device {cfg.device})"
         )
     with Progress(
@@ -89,7 +121,17 @@ def run_bench(
                 teacher.learning = False
                 agent = str(path.relative_to(out))
                 train_time = getattr(teacher, "meta", {}).get("train_time")
-            env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs, **run.task.overrides)
+            elif run.teacher.pretrain is not None:
+                from l2t_agents.pretraining import pretrained_meta
+
+                path = pretrained_path(out, cfg, run)
+                if not path.exists():
+                    _pretrain_agent(cfg, run, path, progress, console)
+                teacher.load(path)
+                teacher.learning = run.teacher.pretrain.online
+                agent = str(path.relative_to(out))
+                train_time = pretrained_meta(path).get("train_time")
+            env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **run.task.overrides)
             try:
                 episode = run_episode(env, teacher, run.seed)
             finally:

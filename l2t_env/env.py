@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
+from l2t_env import checkpoint
 from l2t_env.data import BatchStream, Batches, check_batch_sizes, split_data
-from l2t_env.functional import FunctionalStudent, UnrollStats, checkpointed_val_loss, evaluate, sgd_unroll, summarise
+from l2t_env.functional import FunctionalStudent, MeasureFn, UnrollStats, checkpointed_val_loss, evaluate, sgd_unroll, summarise
 from l2t_env.losses import LossFamily, make_loss_family
 from l2t_env.tasks import AUGMENTATIONS, RawData, TaskConfig, build_student, check_student, load_raw_data, load_task, resolve
 
@@ -31,7 +32,7 @@ _STUDENT_LOW = np.array([0.0, 0.0, 0.0, 0.0, 0.0, -1e6, 0.0, 0.0], dtype=np.floa
 _STUDENT_HIGH = np.array([1.0, 1e6, 1.0, 1e6, 1.0, 1e6, 1e6, 1e6], dtype=np.float32)
 VECTOR_BOUND = 1e6
 REWARDS = ("val_loss_decrease", "val_acc_increase", "neg_val_loss")
-ACTION_MODES = ("full", "layer", "global")
+ACTION_MODES = ("full", "layer", "global", "set")
 _RAW_CACHE: dict[tuple, RawData] = {}
 
 
@@ -107,6 +108,11 @@ class L2TEnv(gym.Env):
       the ``loss_grad`` observation; ``a_l = 1`` is a normalised hypergradient step.
     - ``"global"``: ``Box(-1, 1, (1,))``, one scale for all layers, the same rule.
 
+    For teachers that output the loss parameters themselves (L2T-DLF, L2T-DFM):
+
+    - ``"set"``: ``Box(-1e6, 1e6, (n_phi,))``, the action *is* the new phi (no step bound, no
+      look-ahead needed); ``step(phi)`` is ``commit_phi(phi)``.
+
     ## Observation Space
 
     A ``Dict`` of float32 Boxes (or their concatenation with ``observation_mode="flat"``):
@@ -154,12 +160,14 @@ class L2TEnv(gym.Env):
 
     ## Starting State
 
-    ``reset(seed=s)`` draws, from ``s`` alone: the train/val split, the student's initial
-    weights, phi's initialisation (Kaiming-normal, fan_out), the batch order, and the
-    augmentation. On CPU equal seeds and equal actions give bit-identical observations and rewards
-    on the same machine, torch build and thread count (the spec's ``nondeterministic=False``).
-    Another CPU may pick other vector kernels (AVX2 / AVX-512) and round differently; for bit-equal
-    results across machines run with pinned numerics (``l2t bench --pin-numerics``).
+    ``reset(seed=s)`` draws, from ``s`` alone: the train/val split (and a noisy task's label
+    noise), the student's initial weights, phi's initialisation (by default Kaiming-normal,
+    fan_out; ``loss_kwargs={"init": ...}`` chooses another, see :mod:`l2t_env.dln_init`), the
+    batch order, and the augmentation. On CPU equal seeds and equal actions give bit-identical
+    observations and rewards on the same machine, torch build and thread count (the spec's
+    ``nondeterministic=False``). Another CPU may pick other vector kernels (AVX2 / AVX-512) and
+    round differently; for bit-equal results across machines run with pinned numerics
+    (``l2t bench --pin-numerics``).
 
     ## Episode End
 
@@ -176,15 +184,16 @@ class L2TEnv(gym.Env):
     | parameter            | type                   | default               | description                                              |
     |----------------------|------------------------|-----------------------|----------------------------------------------------------|
     | `task`               | str, path, TaskConfig  | `"digits-mlp"`        | built-in task name, a task YAML, or a config             |
-    | `loss`               | str or LossFamily      | `"dln"`               | the taught loss family (`dln`, `dlf`, `ce`)              |
-    | `loss_kwargs`        | dict                   | `{}`                  | e.g. `{"hidden": [40, 40, 40, 40]}` for the DLN          |
+    | `loss`               | str or LossFamily      | `"dln"`               | the taught loss family (`dln`, `dlf`, `dfm`, `ce`)       |
+    | `loss_kwargs`        | dict                   | `{}`                  | e.g. `{"hidden": [40, 40, 40, 40]}` for the DLN;         |
+    |                      |                        |                       | `{"init": "ce"}` starts it fitted (see `dln_init`)       |
     | `action_scale`       | float                  | `1e-3`                | phi <- phi - action_scale * action                       |
     | `lookahead`          | `"K"`, int, `"off"`    | `"K"`                 | horizon of the `loss_grad` look-ahead                    |
     | `reward`             | str                    | `"val_loss_decrease"` | one of the rewards above                                 |
     | `divergence_penalty` | float                  | `-10.0`               | reward of a step whose student diverged                  |
     | `reward_every`       | int                    | `1`                   | evaluate the fixed val subset every N steps (see Rewards)|
     | `observation_mode`   | `"dict"` or `"flat"`   | `"dict"`              | flat = one Box, the Dict flattened                       |
-    | `action_mode`        | str                    | `"full"`              | `full`, `layer` or `global` (see Action Space)           |
+    | `action_mode`        | str                    | `"full"`              | `full`, `layer`, `global` or `set` (see Action Space)    |
     | `checkpoint_unroll`  | bool                   | `False`               | recompute the look-ahead step by step in its backward:   |
     |                      |                        |                       | one step's graph in memory instead of K, ~1 more pass    |
     | `device`             | str                    | `"auto"`              | `"auto"` picks CUDA when present; a device this machine  |
@@ -205,13 +214,26 @@ class L2TEnv(gym.Env):
     - ``loss_grad``: the latest look-ahead hypergradient (the observation's, unclipped, on device).
     - ``phi_after(action)``: ``phi - action_scale * action`` as the env computes it (keeps the
       action's graph), so a teacher's phi' and the env's agree bit for bit.
-    - ``unrolled_val_loss(phi)``: the validation CE after a differentiable K-step unroll from the
+    - ``unrolled_val_loss(phi, measure=None)``: the validation CE (or ``measure(logits, y)``, e.g.
+      L2T-DLF's smoothed 0-1 error) after a differentiable K-step unroll from the
       current student under ``phi`` on the next step's batches: a scalar tensor with graph. With
       ``checkpoint_unroll=True`` the graph is one checkpointed node (first-order differentiable
       only: ``backward``/``autograd.grad`` once, no double backward through it).
     - ``commit_phi(phi)``: a full ``step`` that sets phi directly (no action bound).
+    - ``batch_logits()``: the current student's logits on the next step's K training batches (no
+      graph; train mode on copied buffers) and their labels, for teachers that summarise them.
     A ``step`` or ``commit_phi`` to the phi of the most recent unroll reuses that unroll's student
     instead of recomputing it (``info["reused_unroll"]``).
+
+    ## Checkpoints
+
+    ``env.unwrapped.state_dict()`` snapshots everything that decides the rest of the episode
+    (student, phi, teaching step, split, batch stream and every RNG of the env, the observed
+    statistics, the latest look-ahead) as CPU tensors and plain values; ``torch.save`` it.
+    ``load_state_dict(sd)``, or ``env.reset(options={"state": sd})`` through wrappers, continues
+    that episode in this or a freshly made env of the same task, loss family and settings: on CPU
+    the rest of the episode is bit-identical to the uninterrupted run. ``observation()`` returns the
+    current observation. A state of another task or loss family raises, naming both.
 
     ## Vectorized environment
 
@@ -268,7 +290,7 @@ class L2TEnv(gym.Env):
         self.lookahead_steps = self._parse_lookahead(lookahead)
         if action_mode not in ACTION_MODES:
             raise ValueError(f"unknown action_mode {action_mode!r}; valid: {list(ACTION_MODES)}")
-        if action_mode != "full" and not self.lookahead_steps:
+        if action_mode in ("layer", "global") and not self.lookahead_steps:
             raise ValueError(f"action_mode={action_mode!r} steps along loss_grad and needs a look-ahead; got lookahead='off'")
         self.action_mode = action_mode
         if not isinstance(checkpoint_unroll, bool):
@@ -286,8 +308,9 @@ class L2TEnv(gym.Env):
         self.augment = resolve(AUGMENTATIONS[self.config.augment]) if self.config.augment else None
 
         self.groups = self.loss_family.layer_slices()
-        n_action = {"full": self.n_phi, "layer": len(self.groups), "global": 1 if self.n_phi else 0}[action_mode]
-        self.action_space = spaces.Box(-1.0, 1.0, (n_action,), np.float32)
+        n_action = {"full": self.n_phi, "layer": len(self.groups), "global": 1 if self.n_phi else 0, "set": self.n_phi}[action_mode]
+        bound = VECTOR_BOUND if action_mode == "set" else 1.0
+        self.action_space = spaces.Box(-bound, bound, (n_action,), np.float32)
         obs_spaces = {"student": spaces.Box(_STUDENT_LOW, _STUDENT_HIGH, dtype=np.float32)}
         if self.lookahead_steps:
             obs_spaces["loss_grad"] = spaces.Box(-VECTOR_BOUND, VECTOR_BOUND, (self.n_phi,), np.float32)
@@ -331,6 +354,15 @@ class L2TEnv(gym.Env):
         return self.device.type != "cpu"
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        unknown = sorted(set(options or {}) - {"state"})
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {unknown}; valid: ['state'] (a saved env.unwrapped.state_dict())")
+        if options and "state" in options:
+            if seed is not None:
+                raise ValueError(f"reset(seed={seed!r}, options={{'state': ...}}): a saved state continues its own episode; pass no seed")
+            self.load_state_dict(options["state"])
+            info = {"val_loss": self.val_loss, "val_acc": self.val_acc, "resumed_at": self.t}
+            return self.observation(), info
         super().reset(seed=seed)
         seeds = self.np_random.integers(0, 2**62, size=4).tolist()
         split_seed, student_seed, phi_seed, stream_seed = seeds
@@ -388,6 +420,8 @@ class L2TEnv(gym.Env):
         """
         self._require_reset()
         action = action.to(device=self.device, dtype=self.dtype)
+        if self.action_mode == "set":
+            return action
         if self.action_mode != "full":
             direction = self.gradient_direction()
             scales = action.expand(len(self.groups)) if self.action_mode == "global" else action
@@ -414,9 +448,14 @@ class L2TEnv(gym.Env):
             parts.append((part / (rms + 1e-12)).clamp(-1.0, 1.0))
         return torch.cat(parts)
 
-    def unrolled_val_loss(self, phi: torch.Tensor, steps: Optional[int] = None) -> torch.Tensor:
+    def unrolled_val_loss(
+        self, phi: torch.Tensor, steps: Optional[int] = None, measure: Optional[MeasureFn] = None
+    ) -> torch.Tensor:
         """Validation CE after a differentiable unroll of the next ``steps`` (default K) student steps
         from the current student under loss parameters ``phi``, on the next step's batches.
+
+        ``measure(logits, y) -> scalar`` replaces the CE on the validation batch (a teacher's own
+        dev measure); it must be differentiable in the logits.
 
         The result carries the graph back to ``phi`` (and to whatever ``phi`` was computed from).
         A full-K unroll is kept, so that committing the same phi next reuses it.
@@ -427,16 +466,29 @@ class L2TEnv(gym.Env):
             raise ValueError(f"steps={steps}, expected 1..{self.config.unroll_steps}")
         if phi.shape != (self.n_phi,):
             raise ValueError(f"phi has shape {tuple(phi.shape)}, expected ({self.n_phi},)")
-        return self._lookahead(phi, steps)
+        return self._lookahead(phi, steps, measure or F.cross_entropy)
 
-    def _lookahead(self, phi: torch.Tensor, steps: int) -> torch.Tensor:
+    def batch_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The current student's logits on the next step's K training batches, and their labels.
+
+        Flattened to ``[K*B, C]`` and ``[K*B]``, detached; BatchNorm runs in train mode (the mode
+        the taught loss sees) on copies of the buffers, so the student is not touched.
+        """
+        self._require_reset()
+        b = self._next
+        with torch.no_grad():
+            logits = self.student(self.params, [buf.clone() for buf in self.buffers], b.x.flatten(0, 1))
+        return logits, b.y.flatten()
+
+    def _lookahead(self, phi: torch.Tensor, steps: int, measure: MeasureFn = F.cross_entropy) -> torch.Tensor:
         """The differentiable unroll behind both hooks; a full-K one is kept for reuse by the commit."""
         b = self._next
         # Copies, so that a later in-place commit cannot invalidate a graph the teacher still holds.
         buffers = [buf.clone() for buf in self.buffers]
         if self.checkpoint_unroll:
             val_loss, params, stats = checkpointed_val_loss(  # copies the parameters it keeps
-                self.student, self.params, buffers, b.x, b.y, self.loss_family, phi, self.config.lr, b.x_val, b.y_val, steps=steps
+                self.student, self.params, buffers, b.x, b.y, self.loss_family, phi, self.config.lr, b.x_val, b.y_val, steps=steps,
+                measure=measure,
             )
         else:
             params0 = [p.detach().clone().requires_grad_(True) for p in self.params]
@@ -452,7 +504,7 @@ class L2TEnv(gym.Env):
                 steps=steps,
             )
             val_buffers = [buf.clone() for buf in buffers]  # the val forward must not move the kept stats
-            val_loss = F.cross_entropy(self.student(params, val_buffers, b.x_val), b.y_val)
+            val_loss = measure(self.student(params, val_buffers, b.x_val), b.y_val)
         if steps == self.config.unroll_steps:
             self._unroll = _Unroll(self.t, phi.detach().clone(), [p.detach() for p in params], buffers, stats)
         return val_loss
@@ -485,8 +537,9 @@ class L2TEnv(gym.Env):
             if bool(bad.any()):
                 raise ValueError(f"action holds {int(bad.sum())} non-finite value(s) (NaN or inf); env state unchanged")
             lo, hi = float(a.min()), float(a.max())
-            if lo < -1.0 or hi > 1.0:
-                raise ValueError(f"action values span [{lo:.4g}, {hi:.4g}], expected within [-1, 1]; env state unchanged")
+            bound = float(self.action_space.high.flat[0])
+            if lo < -bound or hi > bound:
+                raise ValueError(f"action values span [{lo:.4g}, {hi:.4g}], expected within [{-bound:g}, {bound:g}]; env state unchanged")
         return a
 
     def _action_meaning(self) -> str:
@@ -494,6 +547,7 @@ class L2TEnv(gym.Env):
             "full": "one entry per loss parameter",
             "layer": f"one scale per loss-parameter group {[name for name, _ in self.groups]}",
             "global": "one global scale",
+            "set": "the new loss parameters phi",
         }[self.action_mode]
 
     def step(self, action: Any):
@@ -591,8 +645,30 @@ class L2TEnv(gym.Env):
             out[f"{split}_loss"], out[f"{split}_acc"] = loss.item(), acc.item()
         return out
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything that decides the rest of the episode, as CPU tensors and plain values
+        (``torch.save``-able; see :mod:`l2t_env.checkpoint` for what it holds)."""
+        return checkpoint.env_state_dict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the episode of a :meth:`state_dict`, in this env or a freshly made one of the same
+        task, loss family and settings (else it raises naming both; the env is then unchanged).
+        Through wrappers: ``env.reset(options={"state": state})``, which also returns the observation."""
+        checkpoint.load_env_state_dict(self, state)
+
     # ------------------------------------------------------------------ observation
     def _observation(self, final: bool = False):
+        if self.lookahead_steps:
+            # After the last step there is no next step to look ahead to: the loss state is zero.
+            self._loss_grad = torch.zeros_like(self._phi) if final else self.loss_gradient()
+        return self.observation()
+
+    def observation(self):
+        """The current observation, as the latest ``reset`` or ``step`` returned it (after loading a
+        state: the saved run's), with no computation."""
+        if not hasattr(self, "_last"):
+            raise RuntimeError("call reset() first: there is no observation before an episode starts")
         last = self._last
         student = np.array(
             [
@@ -610,10 +686,7 @@ class L2TEnv(gym.Env):
         student = np.clip(np.nan_to_num(student, nan=1e6, posinf=1e6, neginf=-1e6), _STUDENT_LOW, _STUDENT_HIGH)
         obs = {"student": student.astype(np.float32)}
         if self.lookahead_steps:
-            # After the last step there is no next step to look ahead to: the loss state is zero.
-            grad = torch.zeros_like(self._phi) if final else self.loss_gradient()
-            self._loss_grad = grad
-            obs["loss_grad"] = self._to_box(grad)
+            obs["loss_grad"] = self._to_box(self._loss_grad)
         obs["loss_params"] = self._to_box(self._phi)
         if self.observation_mode == "flat":
             return spaces.flatten(self.dict_observation_space, obs)

@@ -112,6 +112,8 @@ def sgd_unroll(
 
 
 PhiLossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+#: a validation measure ``(logits, y) -> scalar``, differentiable in the logits
+MeasureFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -128,6 +130,7 @@ class _CheckpointedRun:
     x_val: torch.Tensor
     y_val: torch.Tensor
     steps: int
+    measure: MeasureFn = F.cross_entropy
     saved: Optional[list[tuple[list[torch.Tensor], list[torch.Tensor], Any]]] = None
     final_params: Optional[list[torch.Tensor]] = None
     stats: Optional[UnrollStats] = None
@@ -162,7 +165,7 @@ class _CheckpointedUnroll(torch.autograd.Function):
         run.saved.append((params, [b.clone() for b in run.buffers], _rng_states(device)))
         val_buffers = [b.clone() for b in run.buffers]  # the val forward must not move the kept stats
         with torch.no_grad():
-            val_loss = F.cross_entropy(run.student(params, val_buffers, run.x_val), run.y_val)
+            val_loss = run.measure(run.student(params, val_buffers, run.x_val), run.y_val)
         run.final_params = params
         ctx.run = run
         ctx.save_for_backward(phi_value)
@@ -184,7 +187,7 @@ class _CheckpointedUnroll(torch.autograd.Function):
             _set_rng_states(rng, device)
             leaves = [p.detach().requires_grad_(True) for p in params]
             # each saved state is used once, so its buffers (copies) may be moved by the recompute
-            val_loss = F.cross_entropy(run.student(leaves, buffers, run.x_val), run.y_val)
+            val_loss = run.measure(run.student(leaves, buffers, run.x_val), run.y_val)
             adjoint = [grad_out * a for a in torch.autograd.grad(val_loss, leaves)]
             phi_leaf = phi_value.detach().requires_grad_(True)
             for k in reversed(range(run.steps)):
@@ -217,8 +220,9 @@ def checkpointed_val_loss(
     y_val: torch.Tensor,
     *,
     steps: Optional[int] = None,
+    measure: MeasureFn = F.cross_entropy,
 ) -> tuple[torch.Tensor, list[torch.Tensor], UnrollStats]:
-    """The validation CE after K SGD steps under ``loss(phi, logits, y)``, differentiable in ``phi``.
+    """The validation CE (or ``measure(logits, y)``) after K SGD steps under ``loss(phi, logits, y)``, differentiable in ``phi``.
 
     The same value and gradient as ``sgd_unroll(create_graph=True)`` followed by the validation
     forward, with step-level activation checkpointing: memory holds K + 1 parameter lists and one
@@ -227,7 +231,7 @@ def checkpointed_val_loss(
     ``buffers`` are updated in place as in :func:`sgd_unroll`. Returns the loss, the final
     (detached) parameters and the unroll's statistics.
     """
-    run = _CheckpointedRun(student, params, buffers, xs, ys, loss, lr, x_val, y_val, len(xs) if steps is None else steps)
+    run = _CheckpointedRun(student, params, buffers, xs, ys, loss, lr, x_val, y_val, len(xs) if steps is None else steps, measure)
     val_loss = _CheckpointedUnroll.apply(phi, run)
     assert run.final_params is not None and run.stats is not None
     return val_loss, run.final_params, run.stats

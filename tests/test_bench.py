@@ -26,7 +26,7 @@ from l2t_bench.bench import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-ALL_TEACHERS = {"ce", "fixed", "random", "hypergrad", "l2t-dln", "ppo", "a2c", "sac", "td3"}
+ALL_TEACHERS = {"ce", "fixed", "random", "hypergrad", "l2t-dln", "l2t-dlf", "l2t-dfm", "ppo", "a2c", "sac", "td3"}
 SMOKE_SEEDS = [0, 1]
 
 
@@ -60,7 +60,7 @@ def smoke(tmp_path_factory):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     before = _complete_lines(runs)
-    assert 1 <= len(before) < 18, "the kill came too late to test resuming"
+    assert 1 <= len(before) < 2 * len(ALL_TEACHERS), "the kill came too late to test resuming"
     assert cli.main(["bench", "--config", "smoke", "--out", str(out), "--quiet"]) == 0
     return out, before
 
@@ -70,7 +70,7 @@ def test_resume_keeps_finished_runs(smoke):
     after = _complete_lines(out / "runs.jsonl")
     assert after[: len(before)] == before  # kept as they were: same lines, same values
     keys = [json.loads(line)["key"] for line in after]
-    assert len(keys) == len(set(keys)) == 18  # not repeated, and the rest completed
+    assert len(keys) == len(set(keys)) == 2 * len(ALL_TEACHERS)  # not repeated, and the rest completed
     plan = plan_runs(load_bench_config("smoke"))
     assert set(keys) == {r.key for r in plan}
 
@@ -199,7 +199,7 @@ def _write(cfg: dict) -> Path:
         ({"tasks": ["no-such-task"]}, r"unknown task 'no-such-task'; valid:"),
         ({"tasks": [{"name": "digits-mlp", "overrides": {"teachin_steps": 3}}]}, r"unknown task config key\(s\) \['teachin_steps'\]"),
         ({"seedz": [1]}, r"unknown key\(s\) \['seedz'\]; valid: \[.*'seeds'"),
-        ({"teachers": [{"name": "ce", "kwarg": {}}]}, r"unknown key\(s\) \['kwarg'\]; valid: \['name', 'label', 'kwargs'\]"),
+        ({"teachers": [{"name": "ce", "kwarg": {}}]}, r"unknown key\(s\) \['kwarg'\]; valid: \['name', 'label', 'kwargs', 'env_kwargs', 'pretrain'\]"),
         ({"teachers": ["ce", "ce"]}, r"label\(s\) \['ce'\] appear twice"),
         ({"seeds": [0, 0]}, r"seeds repeats seed\(s\) \[0\]"),
         ({"teachers": [{"name": "hypergrad", "kwargs": {"lrr": 1}}]}, r"teacher 'hypergrad': bad kwargs"),
@@ -221,3 +221,15 @@ def test_unfinished_last_line_is_dropped(tmp_path):
     assert [r["key"] for r in read_runs(path)] == ["a"]
     assert repair_runs_file(path) == len('{"key": "b", "x"')
     assert path.read_text() == '{"key": "a", "x": 1}\n'
+
+
+def test_select_plans_a_subset_with_the_same_keys():
+    cfg = load_bench_config({"tasks": ["digits-mlp", {"name": "digits-mlp", "label": "short", "overrides": {"teaching_steps": 3}}],
+                             "teachers": ["ce", "fixed", "hypergrad"], "seeds": [0, 1]})
+    full = {r.key for r in plan_runs(cfg)}
+    cfg.select(["short"], ["ce", "hypergrad"])
+    subset = plan_runs(cfg)
+    assert len(subset) == 4 and {r.key for r in subset} <= full
+    assert {(r.task.label, r.teacher.label) for r in subset} == {("short", "ce"), ("short", "hypergrad")}
+    with pytest.raises(ValueError, match=r"no teacher labelled \['nope'\] in bench 'bench'; valid: \['ce', 'fixed', 'hypergrad'\]"):
+        cfg.select(None, ["nope"])
