@@ -14,6 +14,7 @@ A benchmark config (YAML; ``configs/bench/quick.yaml`` is the worked example)::
     env_kwargs: {}                    # for every env, e.g. {reward: val_acc_increase}
     device: auto
     reference: ce                     # paired differences are taken against this teacher
+    checkpoint_every: 100             # optional: checkpoint each episode every 100 teaching steps
 
 Each run is ``run_episode`` with a fresh teacher: ``l2t-dln`` learns online on that seed, as in
 the paper; a trainable teacher (one with ``train``: the SB3 agents) is trained once per task on
@@ -31,6 +32,9 @@ What ``--out DIR`` holds:
   A run's key is (task, teacher, seed, hash of everything else that shapes it); a rerun with the
   same DIR skips the keys already there, so an interrupted benchmark loses no finished run.
 - ``agents/``: the trained agents, reused by a rerun with the same settings.
+- ``checkpoints/``: with ``checkpoint_every: N``, the running episode's env and teacher state,
+  written atomically every N teaching steps; a rerun resumes a killed run from it (same final
+  record) and deletes it when the run ends. Not part of a run's key.
 - ``summary.csv``, ``summary.md``, ``val_curves.png``, ``test_acc.png``: across seeds, per
   (task, teacher); rebuilt from ``runs.jsonl`` alone with ``--summarise-only``.
 

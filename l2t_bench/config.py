@@ -17,7 +17,7 @@ from l2t_env.config_files import builtin_names, config_dir, read_yaml
 
 BENCH_KEYS = (
     "name", "description", "tasks", "teachers", "seeds", "train_seeds", "train_timesteps",
-    "task_overrides", "env_kwargs", "device", "reference",
+    "task_overrides", "env_kwargs", "device", "reference", "checkpoint_every",
 )
 TASK_ENTRY_KEYS = ("name", "label", "overrides")
 TEACHER_ENTRY_KEYS = ("name", "label", "kwargs", "env_kwargs", "pretrain")
@@ -79,6 +79,8 @@ class BenchConfig:
     env_kwargs: dict = field(default_factory=dict)
     device: str = "auto"
     reference: str = "ce"
+    #: write a mid-episode checkpoint every N teaching steps (None: none); not part of a run's key
+    checkpoint_every: Optional[int] = None
     raw: dict = field(default_factory=dict)
     #: run only these task / teacher labels (``l2t bench --tasks/--teachers``); None = all
     only_tasks: Optional[list[str]] = None
@@ -218,6 +220,7 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
     """Read and check a benchmark config: unknown keys, teachers and tasks raise with the valid ones,
     and the training seeds must be disjoint from the evaluation seeds."""
     from l2t_agents import make_teacher
+    from l2t_bench.episodes import check_checkpoint_every
     from l2t_env.tasks import load_task
 
     if isinstance(config, dict):
@@ -305,6 +308,7 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
         env_kwargs=_env_kwargs(raw.get("env_kwargs"), "env_kwargs"),
         device=str(raw.get("device", "auto")),
         reference=str(raw.get("reference", "ce")),
+        checkpoint_every=check_checkpoint_every(raw.get("checkpoint_every"), "bench config: checkpoint_every"),
         raw=raw,
     )
 

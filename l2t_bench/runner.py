@@ -39,6 +39,11 @@ def _train_agent(cfg: BenchConfig, run: RunSpec, path: Path, progress: Progress,
     progress.remove_task(bar)
 
 
+def checkpoint_path(out: Path, run: RunSpec) -> Path:
+    """Where a run's mid-episode checkpoint is kept while it runs (``checkpoint_every``)."""
+    return out / "checkpoints" / f"{run.task.label}__{run.teacher.label}__seed{run.seed}__{run.config_hash}.pt"
+
+
 def pretrained_path(out: Path, cfg: BenchConfig, run: RunSpec) -> Path:
     """Where the pretrained teacher of this run is kept: shared by every row with the same
     teacher, kwargs and pretraining (frozen and online rows, other labels)."""
@@ -85,7 +90,8 @@ def run_bench(
     run on a task; every run gets a freshly made teacher and env.
     """
     import l2t_env  # noqa: F401  (registers L2T-v0)
-    from l2t_agents import make_env, make_teacher, run_episode
+    from l2t_agents import make_env, make_teacher
+    from l2t_bench.episodes import run_checkpointed_episode
 
     apply_pins_if_flagged()  # a process started with pinned numerics also sets torch's own switches
 
@@ -133,7 +139,10 @@ def run_bench(
                 train_time = pretrained_meta(path).get("train_time")
             env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **run.task.overrides)
             try:
-                episode = run_episode(env, teacher, run.seed)
+                episode = run_checkpointed_episode(
+                    env, teacher, run.seed, checkpoint_every=cfg.checkpoint_every, path=checkpoint_path(out, run),
+                    on_resume=lambda t: progress.console.print(f"{run.key}: resumed from its checkpoint at teaching step {t}"),
+                )
             finally:
                 env.close()
             record = run_record(run, episode, agent, train_time, str(env.unwrapped.device))
