@@ -179,6 +179,10 @@ def main() -> None:
             step = "end" if c["first_step"] is None else c["first_step"]
             cells.append("=" if c["bit_equal"] else f"@{step} {c['max_d_val_loss']:.1e} {c['max_d_test_acc']:.3f}")
         print(f"{name:{width}s}  " + "  ".join(f"{cell:>24s}" for cell in cells))
+    print("\nmean final test accuracy over the seeds (full precision where the settings disagree):")
+    for name, res in results.items():
+        means = {t: sum(res["runs"][f"{t}/{s}"]["test_acc"] for s in args.seeds) / len(args.seeds) for t in args.teachers}
+        print(f"{name:{width}s}  " + "  ".join(f"{t} {m:.6f}" for t, m in means.items()))
     times = {name: {t: sum(r["wall_time"] for k, r in res["runs"].items() if k.startswith(t + "/")) for t in args.teachers}
              for name, res in results.items()}
     print("\nwall time per teacher (s, all seeds): " + "; ".join(
