@@ -14,6 +14,11 @@ Default: teachers ce fixed random hypergrad l2t-dln ppo, seed 0, 30 teaching ste
 (K = 15), PPO trained for 40 steps first; about 10 minutes on a shared 2-core CPU. A cell reads
 "=" (bit-equal) or "@t dv da": the first teaching step t whose val loss differs ("end": only the
 final parameters do), the largest |difference| of the val-loss curve and of the final test accuracy.
+
+Across two real machines: run the same command with ``--json`` on each and compare the files:
+
+    python benchmarks/cross_machine.py --only pinned --json runs/A.json      # on machine A, then B
+    python benchmarks/cross_machine.py --compare runs/A.json runs/B.json
 """
 
 from __future__ import annotations
@@ -140,6 +145,31 @@ def compare(ref: dict, other: dict, teacher: str, seeds: list[int]) -> dict:
     return {"bit_equal": equal, "first_step": first, "max_d_val_loss": d_val, "max_d_test_acc": d_acc}
 
 
+def report(results: dict[str, dict], teachers: list[str], seeds: list[int], steps: int) -> dict:
+    """Print every setting against the first one; return the comparison table."""
+    names = list(results)
+    ref = results[names[0]]
+    print(f"\nagainst '{names[0]}' on {ref['numerics']['cpu']} (torch {ref['numerics']['torch']}); "
+          f"{len(seeds)} seeds x {steps} teaching steps; '=' bit-equal, else first differing step / "
+          "max |d val_loss| / max |d test_acc|")
+    table: dict[str, dict] = {}
+    width = max(len(n) for n in names)
+    print(f"{'setting':{width}s}  " + "  ".join(f"{t:>24s}" for t in teachers))
+    for name in names[1:]:
+        cells = []
+        for teacher in teachers:
+            c = compare(ref, results[name], teacher, seeds)
+            table.setdefault(name, {})[teacher] = c
+            step = "end" if c["first_step"] is None else c["first_step"]
+            cells.append("=" if c["bit_equal"] else f"@{step} {c['max_d_val_loss']:.1e} {c['max_d_test_acc']:.3f}")
+        print(f"{name:{width}s}  " + "  ".join(f"{cell:>24s}" for cell in cells))
+    print("\nmean final test accuracy over the seeds:")
+    for name, res in results.items():
+        means = {t: sum(res["runs"][f"{t}/{s}"]["test_acc"] for s in seeds) / len(seeds) for t in teachers}
+        print(f"{name:{width}s}  " + "  ".join(f"{t} {m:.6f}" for t, m in means.items()))
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teachers", nargs="+", default=["ce", "fixed", "random", "hypergrad", "l2t-dln", "ppo"])
@@ -148,10 +178,22 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=40, help="training env steps of the SB3 teachers")
     parser.add_argument("--only", nargs="+", default=None, metavar="SETTING", help="run only these settings (names as printed)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--compare", nargs=2, type=Path, default=None, metavar=("A.json", "B.json"),
+                        help="no runs: compare the settings two --json files (two machines) have in common")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    if args.compare:
+        a, b = (json.loads(p.read_text()) for p in args.compare)
+        run_args = a["args"]
+        for name in [n for n in a["results"] if n in b["results"]]:
+            pair = {f"{tag} {name}": d["results"][name] for tag, d in (("A", a), ("B", b))}
+            for label, res in pair.items():
+                n = res["numerics"]
+                print(f"{label}: {n['cpu']}, torch {n['torch']}, {n['cpu_capability']}, {n['threads']} thread(s)")
+            report(pair, run_args["teachers"], run_args["seeds"], run_args["steps"])
+        return None
 
     plan = settings()
     if args.only:
@@ -163,34 +205,15 @@ def main() -> None:
         n = results[name]["numerics"]
         print(f"{name:32s} {time.perf_counter() - start:6.1f} s  capability {n['cpu_capability']}, threads {n['threads']}, "
               f"pinned {n['pinned']}", flush=True)
-    names = list(results)
-    ref = results[names[0]]
-    print(f"\nagainst '{names[0]}' on {ref['numerics']['cpu']} (torch {ref['numerics']['torch']}); "
-          f"{len(args.seeds)} seeds x {args.steps} teaching steps; '=' bit-equal, else first differing step / "
-          "max |d val_loss| / max |d test_acc|")
-    table = {}
-    width = max(len(n) for n in names[1:]) if len(names) > 1 else 10
-    print(f"{'setting':{width}s}  " + "  ".join(f"{t:>24s}" for t in args.teachers))
-    for name in names[1:]:
-        cells = []
-        for teacher in args.teachers:
-            c = compare(ref, results[name], teacher, args.seeds)
-            table.setdefault(name, {})[teacher] = c
-            step = "end" if c["first_step"] is None else c["first_step"]
-            cells.append("=" if c["bit_equal"] else f"@{step} {c['max_d_val_loss']:.1e} {c['max_d_test_acc']:.3f}")
-        print(f"{name:{width}s}  " + "  ".join(f"{cell:>24s}" for cell in cells))
-    print("\nmean final test accuracy over the seeds (full precision where the settings disagree):")
-    for name, res in results.items():
-        means = {t: sum(res["runs"][f"{t}/{s}"]["test_acc"] for s in args.seeds) / len(args.seeds) for t in args.teachers}
-        print(f"{name:{width}s}  " + "  ".join(f"{t} {m:.6f}" for t, m in means.items()))
+    table = report(results, args.teachers, args.seeds, args.steps)
     times = {name: {t: sum(r["wall_time"] for k, r in res["runs"].items() if k.startswith(t + "/")) for t in args.teachers}
              for name, res in results.items()}
     print("\nwall time per teacher (s, all seeds): " + "; ".join(
-        f"{name}: " + " ".join(f"{t} {times[name][t]:.1f}" for t in args.teachers) for name in (names[0], "pinned") if name in times))
+        f"{name}: " + " ".join(f"{t} {times[name][t]:.1f}" for t in args.teachers) for name in (next(iter(times)), "pinned") if name in times))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"args": {k: v for k, v in vars(args).items() if k != "json"}, "settings": plan, "comparison": table,
-                   "times": times, "results": results}
+        payload = {"args": {k: v for k, v in vars(args).items() if k not in ("json", "compare")}, "settings": plan,
+                   "comparison": table, "times": times, "results": results}
         args.json.write_text(json.dumps(payload, indent=1, default=str))
 
 
