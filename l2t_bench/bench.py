@@ -38,6 +38,11 @@ What ``--out DIR`` holds:
 - ``summary.csv``, ``summary.md``, ``val_curves.png``, ``test_acc.png``: across seeds, per
   (task, teacher); rebuilt from ``runs.jsonl`` alone with ``--summarise-only``.
 
+``--backend ray [--address auto|ray://host:port]`` runs each run as a Ray task (see
+``l2t_bench.backends``); the driver still writes everything above. A run that fails is reported
+with its key and error, the others go on, and the command exits with 1 after printing the command
+that retries the failed runs (the same command: it resumes).
+
 ``--tasks LABEL ...`` and ``--teachers LABEL ...`` run (or summarise) a subset of the config's rows
 under the same run keys, so a big config can be run piece by piece into one folder.
 """
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -68,7 +74,8 @@ from l2t_bench.config import (  # the harness's public names, re-exported
 from l2t_bench.plots import plot_test_acc, plot_val_curves
 from l2t_bench.records import FINAL_KEYS, RUNS_FILE, append_run, read_runs, repair_runs_file, run_record
 from l2t_bench.report import report, summary_table, write_summary
-from l2t_bench.runner import agent_dir, run_bench
+from l2t_bench.backends import BACKENDS, LocalBackend, RayBackend, make_backend
+from l2t_bench.runner import BenchResult, RunFailure, agent_dir, execute_run, run_bench
 from l2t_bench.stats import bootstrap_ci, iqm, paired_difference, summarise
 from l2t_env.config_files import builtin_names
 
@@ -97,6 +104,13 @@ __all__ = [
     "write_summary",
     "agent_dir",
     "run_bench",
+    "execute_run",
+    "BenchResult",
+    "RunFailure",
+    "BACKENDS",
+    "LocalBackend",
+    "RayBackend",
+    "make_backend",
     "bootstrap_ci",
     "iqm",
     "paired_difference",
@@ -115,7 +129,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--teachers", nargs="+", metavar="LABEL", help="run (or summarise) only these teacher labels of the config")
     p.add_argument("--summarise-only", action="store_true", help="only rebuild the summary and plots from DIR/runs.jsonl")
     p.add_argument("--tensorboard", action="store_true", help="log SB3 training to DIR/tensorboard")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (nor, without a terminal, the line per finished run)")
+    p.add_argument("--backend", choices=BACKENDS, default="local", help="where runs execute: this process (default) or Ray tasks")
+    p.add_argument("--address", help="with --backend ray: the cluster, 'auto' or ray://host:port (default: start a local Ray)")
     p.add_argument("--pin-numerics", action="store_true",
                    help="run in a process with CPU-independent kernels and one thread (l2t_bench/numerics.py): "
                         "bit-equal results across x86-64 machines with the same torch build, several times slower")
@@ -139,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--summarise-only needs --out DIR (the folder holding runs.jsonl)")
     out = Path(args.out) if args.out else Path("runs/bench") / cfg.name
     start = time.perf_counter()
+    failures: list[RunFailure] = []
     if args.summarise_only:
         records = read_runs(out / RUNS_FILE)
         if cfg is not None:  # only the runs this config plans, in its order
@@ -147,12 +164,44 @@ def run(args: argparse.Namespace) -> int:
         if not records:
             raise ValueError(f"{out / RUNS_FILE} holds no runs" + (f" of config {cfg.name!r}" if cfg else ""))
     else:
+        backend = make_backend(getattr(args, "backend", "local"), getattr(args, "address", None))
         try:
-            records = run_bench(cfg, out, console=console, quiet=args.quiet, tensorboard=args.tensorboard)
+            result = run_bench(cfg, out, backend=backend, console=console, quiet=args.quiet, tensorboard=args.tensorboard)
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted: finished runs are in {out / RUNS_FILE}; rerun the same command to resume")
             return 130
-    report(records, out, reference=cfg.reference if cfg else "ce", console=console)
+        records, failures = result.records, result.failures
+    if records:
+        report(records, out, reference=cfg.reference if cfg else "ce", console=console)
     if not args.summarise_only:
         console.print(f"bench wall time {time.perf_counter() - start:.0f} s")
+    if failures:
+        report_failures(failures, retry_command(args, out), console)
+        return 1
     return 0
+
+
+def retry_command(args: argparse.Namespace, out: Path) -> str:
+    """The command that reruns the failed runs: the same benchmark into the same folder resumes."""
+    words = ["l2t", "bench", "--config", str(args.config), "--out", str(out)]
+    for flag in ("tasks", "teachers"):
+        if getattr(args, flag, None):
+            words += [f"--{flag}", *getattr(args, flag)]
+    for flag in ("device", "address"):
+        if getattr(args, flag, None):
+            words += [f"--{flag}", str(getattr(args, flag))]
+    if getattr(args, "backend", "local") != "local":
+        words += ["--backend", args.backend]
+    if args.tensorboard:
+        words.append("--tensorboard")
+    if getattr(args, "pin_numerics", False):
+        words.append("--pin-numerics")
+    return shlex.join(words)
+
+
+def report_failures(failures: list[RunFailure], command: str, console: Console) -> None:
+    """Which runs failed and why; they are not in runs.jsonl, so rerunning retries exactly them."""
+    console.print(f"[red]{len(failures)} run(s) failed[/] (not in runs.jsonl; the summary above leaves them out):", highlight=False)
+    for failure in failures:
+        console.print(f"  {failure.key}: {failure.error}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"retry them (finished runs are kept): {command}", markup=False, highlight=False, soft_wrap=True)
