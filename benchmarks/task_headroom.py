@@ -10,7 +10,9 @@ For each task, loss and seed: a student trained with a fixed loss for the task's
 - ``dln-kaiming``: the DLN frozen at the reference Kaiming init.
 
 Prints the final and the best-along-the-way test accuracy per task and loss (mean, min, max over
-seeds); the gap between them is the room that early stopping, or a teacher, could take.
+seeds); the gap between them is the room that early stopping, or a teacher, could take. Per run
+it also prints the spread and maximum of the student's logits on the validation split at the end
+(a DLN sees only ``sigmoid(z)``, which saturates for large logits).
 
     python benchmarks/task_headroom.py --seeds 0 1 2 --json runs/task_headroom.json \
         --plot docs/task_headroom.png
@@ -45,7 +47,7 @@ def curve(task: str, loss: str, seed: int, every: int, overrides: dict) -> dict:
     env.reset(seed=seed)
     core = env.unwrapped
     action = np.zeros(env.action_space.shape, np.float32)
-    steps, accs = [], []
+    steps, accs, logit_std, logit_max = [], [], [], []
     done, t = False, 0
     while not done:
         _, _, terminated, truncated, info = env.step(action)
@@ -54,10 +56,17 @@ def curve(task: str, loss: str, seed: int, every: int, overrides: dict) -> dict:
         if t % every == 0 or done:
             with torch.no_grad():
                 _, acc = evaluate(core.student, core.params, core.buffers, core.splits.x_test, core.splits.y_test)
+                core.student.train(False)  # the students here have no BatchNorm or dropout; as evaluate does
+                try:
+                    z = core.student(core.params, core.buffers, core.splits.x_val)
+                finally:
+                    core.student.train(True)
             steps.append(t * core.config.unroll_steps)
             accs.append(acc.item())
+            logit_std.append(z.std().item())
+            logit_max.append(z.max().item())
     return {"task": task, "loss": loss, "seed": seed, "student_steps": steps, "test_acc": accs,
-            "diverged": bool(info.get("diverged", False))}
+            "val_logit_std": logit_std, "val_logit_max": logit_max, "diverged": bool(info.get("diverged", False))}
 
 
 def main() -> None:
@@ -79,7 +88,9 @@ def main() -> None:
             for seed in args.seeds:
                 runs.append(curve(task, loss, seed, args.every, overrides))
                 r = runs[-1]
-                print(f"{task} {loss} seed {seed}: final {r['test_acc'][-1]:.3f} best {max(r['test_acc']):.3f}", flush=True)
+                print(f"{task} {loss} seed {seed}: final {r['test_acc'][-1]:.3f} best {max(r['test_acc']):.3f} "
+                      f"(validation logits at the end: std {r['val_logit_std'][-1]:.1f}, max {r['val_logit_max'][-1]:.1f})",
+                      flush=True)
     rows = []
     for task in args.tasks:
         for loss in args.losses:
