@@ -7,6 +7,7 @@ For each task, loss and seed: a student trained with a fixed loss for the task's
 - ``ce``: cross-entropy.
 - ``bounded``: ``-sigmoid(log p_y)``, the L2T-DLF family at its init (bounded, so robust to noise).
 - ``dln-ce``: the DLN frozen at its ``"ce"`` init (``l2t_env/dln_init.py``).
+- ``dln-ce-balanced``: the same with the fit's row-balance penalty (``fit: {balance: 1.0}``).
 - ``dln-kaiming``: the DLN frozen at the reference Kaiming init.
 
 Prints the final and the best-along-the-way test accuracy per task and loss (mean, min, max over
@@ -37,6 +38,7 @@ LOSSES = {
     "ce": {"loss": "ce"},
     "bounded": {"loss": "dlf"},
     "dln-ce": {"loss": "dln", "loss_kwargs": {"init": "ce"}},
+    "dln-ce-balanced": {"loss": "dln", "loss_kwargs": {"init": "ce", "fit": {"balance": 1.0}}},
     "dln-kaiming": {"loss": "dln"},
 }
 
