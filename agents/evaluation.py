@@ -1,12 +1,14 @@
-"""Run a teacher on an env for an episode and record what happened: one plain function."""
+"""Run a teacher on an env for an episode and record what happened: one plain function
+(:func:`run_episode`), and its batched twin for a native vector env (:func:`run_episodes`)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence, Union
 
 import gymnasium as gym
+import numpy as np
 
 from l2t_agents.base import Teacher
 
@@ -35,16 +37,8 @@ class EpisodeRecord:
         return asdict(self)
 
 
-def run_episode(
-    env: gym.Env,
-    teacher: Teacher,
-    seed: int,
-    on_step: Optional[Callable[[int, dict], Any]] = None,
-) -> EpisodeRecord:
-    """Teach one student from ``reset(seed=seed)`` to the episode's end.
-
-    ``on_step(t, info)`` is called after each step (a progress bar, a logger).
-    """
+def start_episode(env: gym.Env, teacher: Teacher, seed: int) -> tuple[EpisodeRecord, Any]:
+    """``reset(seed=seed)`` the env and start the teacher on it: the record so far and the observation."""
     task = getattr(env.unwrapped, "config", None)
     record = EpisodeRecord(teacher=teacher.name, task=getattr(task, "name", "?"), seed=int(seed))
     start = time.perf_counter()
@@ -52,6 +46,27 @@ def run_episode(
     teacher.reset(env)
     record.curves["val_loss"].append(info["val_loss"])
     record.curves["val_acc"].append(info["val_acc"])
+    record.wall_time = time.perf_counter() - start
+    return record, obs
+
+
+def run_episode(
+    env: gym.Env,
+    teacher: Teacher,
+    seed: int,
+    on_step: Optional[Callable[[int, dict], Any]] = None,
+    *,
+    resume: Optional[tuple[EpisodeRecord, Any]] = None,
+) -> EpisodeRecord:
+    """Teach one student from ``reset(seed=seed)`` to the episode's end.
+
+    ``on_step(t, info)`` is called after each step (a progress bar, a logger, a checkpoint).
+    ``resume``: ``(record, obs)`` of an episode that ``env`` and ``teacher`` already hold at the
+    record's ``steps``-th step (from :func:`start_episode`, or restored from a checkpoint); it is
+    continued, with no reset, and the record returned.
+    """
+    record, obs = start_episode(env, teacher, seed) if resume is None else resume
+    start = time.perf_counter() - record.wall_time
     done = False
     while not done:
         action = teacher.act(obs)
@@ -62,9 +77,9 @@ def run_episode(
             record.curves[key].append(info[key])
         record.curves["reward"].append(reward)
         record.steps += 1
+        record.wall_time = time.perf_counter() - start
         if on_step is not None:
             on_step(record.steps, info)
-    record.wall_time = time.perf_counter() - start
     record.student_steps = info["student_steps"]
     record.diverged = bool(info["diverged"])
     record.final = dict(info["final"])
@@ -81,3 +96,58 @@ def make_env(teacher: Teacher, task: Any = "digits-mlp", **env_kwargs: Any) -> g
         if key in env_kwargs and env_kwargs[key] != value:
             raise ValueError(f"teacher {teacher.name!r} needs {key}={value!r}, got {key}={env_kwargs[key]!r}")
     return gym.make("L2T-v0", task=task, **{**env_kwargs, **teacher.env_kwargs})
+
+
+def run_episodes(
+    env: gym.vector.VectorEnv,
+    teacher: Teacher,
+    seed: Union[int, Sequence[int]],
+    on_step: Optional[Callable[[int, dict], Any]] = None,
+) -> list[EpisodeRecord]:
+    """Teach the N students of a vector env, one episode each, from ``reset(seed=seed)``
+    (sub-env ``i`` gets ``seed + i``, or ``seed[i]`` for a list): one record per sub-env, as
+    :func:`run_episode` would write it for that seed. The teacher acts on the batch.
+
+    Each sub-env is recorded until its own episode ends (a diverged one early; the steps the
+    vector env then takes for it belong to its next episode and are not recorded). A record's
+    ``wall_time`` is the batched run's wall time divided by N (the per-seed share).
+    ``on_step(t, info)`` is called after each step with the vector info.
+    """
+    n = env.num_envs
+    seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+    if len(seeds) != n:
+        raise ValueError(f"run_episodes: {len(seeds)} seeds for a vector env of num_envs={n}")
+    task = getattr(env.unwrapped, "config", None)
+    records = [EpisodeRecord(teacher=teacher.name, task=getattr(task, "name", "?"), seed=s) for s in seeds]
+    start = time.perf_counter()
+    obs, info = env.reset(seed=seeds)
+    teacher.reset(env)
+    for i, record in enumerate(records):
+        record.curves["val_loss"].append(float(info["val_loss"][i]))
+        record.curves["val_acc"].append(float(info["val_acc"][i]))
+    active = np.ones(n, dtype=bool)
+    t = 0
+    while active.any():
+        action = teacher.act(obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+        teacher.observe(obs, reward, terminated, truncated, info)
+        t += 1
+        done = terminated | truncated
+        for i in np.flatnonzero(active):
+            record = records[i]
+            for key in CURVE_KEYS:
+                record.curves[key].append(float(info[key][i]))
+            record.curves["reward"].append(float(reward[i]))
+            record.steps += 1
+            if done[i]:
+                record.student_steps = int(info["student_steps"][i])
+                record.diverged = bool(info["diverged"][i])
+                record.final = {key: float(value[i]) for key, value in info["final"].items() if not key.startswith("_")}
+        active &= ~done
+        if on_step is not None:
+            on_step(t, info)
+    wall = (time.perf_counter() - start) / n
+    for record in records:
+        record.wall_time = wall
+    return records
+
