@@ -80,6 +80,11 @@ class BaseTeacher:
     def load_state_dict(self, state: dict) -> None:
         return None
 
+    def checkpointable(self) -> bool:
+        """Whether :meth:`state_dict` now holds all of the teacher's state, so that a mid-episode
+        checkpoint resumes exactly (a teacher part-way through a multi-step update is not)."""
+        return True
+
     def save(self, path: Union[str, Path]) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -35,16 +35,8 @@ class EpisodeRecord:
         return asdict(self)
 
 
-def run_episode(
-    env: gym.Env,
-    teacher: Teacher,
-    seed: int,
-    on_step: Optional[Callable[[int, dict], Any]] = None,
-) -> EpisodeRecord:
-    """Teach one student from ``reset(seed=seed)`` to the episode's end.
-
-    ``on_step(t, info)`` is called after each step (a progress bar, a logger).
-    """
+def start_episode(env: gym.Env, teacher: Teacher, seed: int) -> tuple[EpisodeRecord, Any]:
+    """``reset(seed=seed)`` the env and start the teacher on it: the record so far and the observation."""
     task = getattr(env.unwrapped, "config", None)
     record = EpisodeRecord(teacher=teacher.name, task=getattr(task, "name", "?"), seed=int(seed))
     start = time.perf_counter()
@@ -52,6 +44,27 @@ def run_episode(
     teacher.reset(env)
     record.curves["val_loss"].append(info["val_loss"])
     record.curves["val_acc"].append(info["val_acc"])
+    record.wall_time = time.perf_counter() - start
+    return record, obs
+
+
+def run_episode(
+    env: gym.Env,
+    teacher: Teacher,
+    seed: int,
+    on_step: Optional[Callable[[int, dict], Any]] = None,
+    *,
+    resume: Optional[tuple[EpisodeRecord, Any]] = None,
+) -> EpisodeRecord:
+    """Teach one student from ``reset(seed=seed)`` to the episode's end.
+
+    ``on_step(t, info)`` is called after each step (a progress bar, a logger, a checkpoint).
+    ``resume``: ``(record, obs)`` of an episode that ``env`` and ``teacher`` already hold at the
+    record's ``steps``-th step (from :func:`start_episode`, or restored from a checkpoint); it is
+    continued, with no reset, and the record returned.
+    """
+    record, obs = start_episode(env, teacher, seed) if resume is None else resume
+    start = time.perf_counter() - record.wall_time
     done = False
     while not done:
         action = teacher.act(obs)
@@ -62,9 +75,9 @@ def run_episode(
             record.curves[key].append(info[key])
         record.curves["reward"].append(reward)
         record.steps += 1
+        record.wall_time = time.perf_counter() - start
         if on_step is not None:
             on_step(record.steps, info)
-    record.wall_time = time.perf_counter() - start
     record.student_steps = info["student_steps"]
     record.diverged = bool(info["diverged"])
     record.final = dict(info["final"])

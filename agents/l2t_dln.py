@@ -222,6 +222,7 @@ class L2TDLNTeacher(BaseTeacher):
             "lstm": {k: to_cpu(v) for k, v in self.lstm.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "memory": None if self.state is None else [(to_cpu(h), to_cpu(c)) for h, c in self.state],
+            "phi0": None if self.phi0 is None else to_cpu(self.phi0),
             "iterations": self.iterations,
             "learning": self.learning,
         }
@@ -235,6 +236,13 @@ class L2TDLNTeacher(BaseTeacher):
         self.state = None if state["memory"] is None else [(h.to(device), c.to(device)) for h, c in state["memory"]]
         self.iterations = state["iterations"]
         self.learning = state["learning"]
+        if state.get("phi0") is not None:  # absent in teachers saved before it was kept
+            self.phi0 = state["phi0"].to(device)
+
+    def checkpointable(self) -> bool:
+        """False while gradients of several iterations wait for one update (``memory_truncation``
+        > 1): their graph through the LSTM's memory cannot be saved."""
+        return not self._pending
 
     def numel(self) -> int:
         return sum(p.numel() for p in self.lstm.parameters())

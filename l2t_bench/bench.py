@@ -14,6 +14,7 @@ A benchmark config (YAML; ``configs/bench/quick.yaml`` is the worked example)::
     env_kwargs: {}                    # for every env, e.g. {reward: val_acc_increase}
     device: auto
     reference: ce                     # paired differences are taken against this teacher
+    checkpoint_every: 100             # optional: checkpoint each episode every 100 teaching steps
 
 Each run is ``run_episode`` with a fresh teacher: ``l2t-dln`` learns online on that seed, as in
 the paper; a trainable teacher (one with ``train``: the SB3 agents) is trained once per task on
@@ -31,8 +32,16 @@ What ``--out DIR`` holds:
   A run's key is (task, teacher, seed, hash of everything else that shapes it); a rerun with the
   same DIR skips the keys already there, so an interrupted benchmark loses no finished run.
 - ``agents/``: the trained agents, reused by a rerun with the same settings.
+- ``checkpoints/``: with ``checkpoint_every: N``, the running episode's env and teacher state,
+  written atomically every N teaching steps; a rerun resumes a killed run from it (same final
+  record) and deletes it when the run ends. Not part of a run's key.
 - ``summary.csv``, ``summary.md``, ``val_curves.png``, ``test_acc.png``: across seeds, per
   (task, teacher); rebuilt from ``runs.jsonl`` alone with ``--summarise-only``.
+
+``--backend ray [--address auto|ray://host:port]`` runs each run as a Ray task (see
+``l2t_bench.backends``); the driver still writes everything above. A run that fails is reported
+with its key and error, the others go on, and the command exits with 1 after printing the command
+that retries the failed runs (the same command: it resumes).
 
 ``--tasks LABEL ...`` and ``--teachers LABEL ...`` run (or summarise) a subset of the config's rows
 under the same run keys, so a big config can be run piece by piece into one folder.
@@ -42,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -64,7 +74,8 @@ from l2t_bench.config import (  # the harness's public names, re-exported
 from l2t_bench.plots import plot_test_acc, plot_val_curves
 from l2t_bench.records import FINAL_KEYS, RUNS_FILE, append_run, read_runs, repair_runs_file, run_record
 from l2t_bench.report import report, summary_table, write_summary
-from l2t_bench.runner import agent_dir, run_bench
+from l2t_bench.backends import BACKENDS, LocalBackend, RayBackend, make_backend
+from l2t_bench.runner import BenchResult, RunFailure, agent_dir, execute_run, run_bench
 from l2t_bench.stats import bootstrap_ci, iqm, paired_difference, summarise
 from l2t_env.config_files import builtin_names
 
@@ -93,6 +104,13 @@ __all__ = [
     "write_summary",
     "agent_dir",
     "run_bench",
+    "execute_run",
+    "BenchResult",
+    "RunFailure",
+    "BACKENDS",
+    "LocalBackend",
+    "RayBackend",
+    "make_backend",
     "bootstrap_ci",
     "iqm",
     "paired_difference",
@@ -111,7 +129,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--teachers", nargs="+", metavar="LABEL", help="run (or summarise) only these teacher labels of the config")
     p.add_argument("--summarise-only", action="store_true", help="only rebuild the summary and plots from DIR/runs.jsonl")
     p.add_argument("--tensorboard", action="store_true", help="log SB3 training to DIR/tensorboard")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (nor, without a terminal, the line per finished run)")
+    p.add_argument("--backend", choices=BACKENDS, default="local", help="where runs execute: this process (default) or Ray tasks")
+    p.add_argument("--address", help="with --backend ray: the cluster, 'auto' or ray://host:port (default: start a local Ray)")
     p.set_defaults(func=run)
 
 
@@ -132,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--summarise-only needs --out DIR (the folder holding runs.jsonl)")
     out = Path(args.out) if args.out else Path("runs/bench") / cfg.name
     start = time.perf_counter()
+    failures: list[RunFailure] = []
     if args.summarise_only:
         records = read_runs(out / RUNS_FILE)
         if cfg is not None:  # only the runs this config plans, in its order
@@ -140,12 +161,42 @@ def run(args: argparse.Namespace) -> int:
         if not records:
             raise ValueError(f"{out / RUNS_FILE} holds no runs" + (f" of config {cfg.name!r}" if cfg else ""))
     else:
+        backend = make_backend(getattr(args, "backend", "local"), getattr(args, "address", None))
         try:
-            records = run_bench(cfg, out, console=console, quiet=args.quiet, tensorboard=args.tensorboard)
+            result = run_bench(cfg, out, backend=backend, console=console, quiet=args.quiet, tensorboard=args.tensorboard)
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted: finished runs are in {out / RUNS_FILE}; rerun the same command to resume")
             return 130
-    report(records, out, reference=cfg.reference if cfg else "ce", console=console)
+        records, failures = result.records, result.failures
+    if records:
+        report(records, out, reference=cfg.reference if cfg else "ce", console=console)
     if not args.summarise_only:
         console.print(f"bench wall time {time.perf_counter() - start:.0f} s")
+    if failures:
+        report_failures(failures, retry_command(args, out), console)
+        return 1
     return 0
+
+
+def retry_command(args: argparse.Namespace, out: Path) -> str:
+    """The command that reruns the failed runs: the same benchmark into the same folder resumes."""
+    words = ["l2t", "bench", "--config", str(args.config), "--out", str(out)]
+    for flag in ("tasks", "teachers"):
+        if getattr(args, flag, None):
+            words += [f"--{flag}", *getattr(args, flag)]
+    for flag in ("device", "address"):
+        if getattr(args, flag, None):
+            words += [f"--{flag}", str(getattr(args, flag))]
+    if getattr(args, "backend", "local") != "local":
+        words += ["--backend", args.backend]
+    if args.tensorboard:
+        words.append("--tensorboard")
+    return shlex.join(words)
+
+
+def report_failures(failures: list[RunFailure], command: str, console: Console) -> None:
+    """Which runs failed and why; they are not in runs.jsonl, so rerunning retries exactly them."""
+    console.print(f"[red]{len(failures)} run(s) failed[/] (not in runs.jsonl; the summary above leaves them out):", highlight=False)
+    for failure in failures:
+        console.print(f"  {failure.key}: {failure.error}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"retry them (finished runs are kept): {command}", markup=False, highlight=False, soft_wrap=True)

@@ -1,13 +1,17 @@
 """Benchmark configs: the YAML of ``l2t bench`` read, checked and expanded into runs.
 
 A run's key is (task label, teacher label, seed, hash of everything else that shapes it): the
-resume rule of ``runs.jsonl`` and the identity of trained agents both rest on it.
+resume rule of ``runs.jsonl`` and the identity of trained agents both rest on it. Where a run
+executes (``resources``, ``max_retries``) and which modules register its teachers (``imports``) do
+not shape its result and stay out of the key.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import numbers
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +21,14 @@ from l2t_env.config_files import builtin_names, config_dir, read_yaml
 
 BENCH_KEYS = (
     "name", "description", "tasks", "teachers", "seeds", "train_seeds", "train_timesteps",
-    "task_overrides", "env_kwargs", "device", "reference",
+    "task_overrides", "env_kwargs", "device", "reference", "checkpoint_every", "resources", "max_retries", "imports",
 )
-TASK_ENTRY_KEYS = ("name", "label", "overrides")
-TEACHER_ENTRY_KEYS = ("name", "label", "kwargs", "env_kwargs", "pretrain")
+TASK_ENTRY_KEYS = ("name", "label", "overrides", "resources")
+TEACHER_ENTRY_KEYS = ("name", "label", "kwargs", "env_kwargs", "pretrain", "resources")
 PRETRAIN_KEYS = ("seeds", "episodes", "tasks", "online")
+#: what a run may ask of a Ray worker (``resources:`` of the bench, a task or a teacher entry)
+RESOURCE_KEYS = ("num_cpus", "num_gpus")
+DEFAULT_MAX_RETRIES = 3
 
 
 @dataclass
@@ -31,6 +38,8 @@ class TaskSpec:
     label: str
     name: str
     overrides: dict = field(default_factory=dict)
+    #: Ray resources of each run of this task (``num_cpus``, ``num_gpus``)
+    resources: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -49,6 +58,8 @@ class TeacherSpec:
     default_timesteps: Optional[int] = None
     #: ``pretrain:`` of the entry, checked: meta-trained on these seeds/tasks before evaluation
     pretrain: Optional["PretrainSpec"] = None
+    #: Ray resources of each run of this teacher; over the task's
+    resources: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -79,6 +90,14 @@ class BenchConfig:
     env_kwargs: dict = field(default_factory=dict)
     device: str = "auto"
     reference: str = "ce"
+    #: Ray resources of every run, under the task's and the teacher's
+    resources: dict = field(default_factory=dict)
+    #: how often a run whose worker process died is started again (Ray backend)
+    max_retries: int = DEFAULT_MAX_RETRIES
+    #: modules imported before the teachers are made, in the driver and in every worker
+    imports: list[str] = field(default_factory=list)
+    #: write a mid-episode checkpoint every N teaching steps (None: none); not part of a run's key
+    checkpoint_every: Optional[int] = None
     raw: dict = field(default_factory=dict)
     #: run only these task / teacher labels (``l2t bench --tasks/--teachers``); None = all
     only_tasks: Optional[list[str]] = None
@@ -102,6 +121,10 @@ class BenchConfig:
         if isinstance(self.train_timesteps, dict):
             return self.train_timesteps.get(teacher.label, teacher.default_timesteps)
         return self.train_timesteps if self.train_timesteps is not None else teacher.default_timesteps
+
+    def run_resources(self, run: "RunSpec") -> dict:
+        """What one run asks of a worker: one CPU unless the bench, the task or the teacher says more."""
+        return {"num_cpus": 1, **self.resources, **run.task.resources, **run.teacher.resources}
 
 
 @dataclass
@@ -149,6 +172,26 @@ def _mapping(value: Any, key: str) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"{key}={value!r}: expected a mapping")
     return dict(value)
+
+
+def _resources(value: Any, what: str) -> dict:
+    res = _mapping(value, f"{what}resources")
+    unknown = sorted(set(res) - set(RESOURCE_KEYS))
+    if unknown:
+        raise ValueError(f"{what}resources: unknown key(s) {unknown}; valid: {list(RESOURCE_KEYS)}")
+    for key, amount in res.items():
+        if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not amount >= 0:
+            raise ValueError(f"{what}resources: {key}={amount!r}, expected a number >= 0 (fractions allowed, e.g. num_gpus: 0.25)")
+    return {k: float(v) if isinstance(v, float) else int(v) for k, v in res.items()}
+
+
+def import_modules(names: Iterable[str]) -> None:
+    """Import the ``imports:`` of a config (modules that register user teachers or tasks)."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ValueError(f"imports: cannot import module {name!r} ({err}); it must be importable in the driver and on every worker") from err
 
 
 def _entry(entry: Any, valid: Sequence[str], what: str) -> dict:
@@ -218,6 +261,7 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
     """Read and check a benchmark config: unknown keys, teachers and tasks raise with the valid ones,
     and the training seeds must be disjoint from the evaluation seeds."""
     from l2t_agents import make_teacher
+    from l2t_bench.episodes import check_checkpoint_every
     from l2t_env.tasks import load_task
 
     if isinstance(config, dict):
@@ -231,6 +275,13 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
     for key in ("tasks", "teachers", "seeds"):
         if not raw.get(key):
             raise ValueError(f"bench config: {key!r} is missing or empty")
+    imports = raw.get("imports") or []
+    if not isinstance(imports, list) or not all(isinstance(m, str) and m for m in imports):
+        raise ValueError(f"imports={imports!r}: expected a list of module names")
+    import_modules(imports)
+    max_retries = raw.get("max_retries", DEFAULT_MAX_RETRIES)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"max_retries={max_retries!r}: expected an integer >= 0")
 
     task_overrides = _mapping(raw.get("task_overrides"), "task_overrides")
     tasks = []
@@ -238,7 +289,8 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
         e = _entry(entry, TASK_ENTRY_KEYS, "task")
         overrides = {**task_overrides, **_mapping(e.get("overrides"), f"task {e['name']!r}: overrides")}
         load_task(e["name"], **overrides)  # unknown task or key: raises with the valid ones
-        tasks.append(TaskSpec(label=str(e.get("label", e["name"])), name=str(e["name"]), overrides=overrides))
+        resources = _resources(e.get("resources"), f"task {e['name']!r}: ")
+        tasks.append(TaskSpec(label=str(e.get("label", e["name"])), name=str(e["name"]), overrides=overrides, resources=resources))
     _unique_labels(tasks, "task")
 
     teachers = []
@@ -262,6 +314,7 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
                 hyperparams=getattr(probe, "hyperparams", None) if trainable else None,
                 default_timesteps=getattr(probe, "n_timesteps", None) if trainable else None,
                 pretrain=pretrain,
+                resources=_resources(e.get("resources"), f"teacher {e['name']!r}: "),
             )
         )
     _unique_labels(teachers, "teacher")
@@ -305,6 +358,10 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
         env_kwargs=_env_kwargs(raw.get("env_kwargs"), "env_kwargs"),
         device=str(raw.get("device", "auto")),
         reference=str(raw.get("reference", "ce")),
+        resources=_resources(raw.get("resources"), ""),
+        max_retries=max_retries,
+        imports=list(imports),
+        checkpoint_every=check_checkpoint_every(raw.get("checkpoint_every"), "bench config: checkpoint_every"),
         raw=raw,
     )
 

@@ -11,13 +11,31 @@ import yaml
 
 
 def parse_overrides(pairs: Iterable[str], what: str) -> dict[str, Any]:
-    """``["lr=0.05", "hidden=[64]"]`` -> ``{"lr": 0.05, "hidden": [64]}`` (values read as YAML)."""
+    """``["lr=0.05", "hidden=[64]"]`` -> ``{"lr": 0.05, "hidden": [64]}`` (values read as YAML).
+
+    A dotted key reaches into a mapping: ``loss_kwargs.init=ce`` -> ``{"loss_kwargs": {"init": "ce"}}``.
+    """
     out: dict[str, Any] = {}
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"error: {what} override {pair!r} is not of the form key=value")
-        out[key.strip()] = yaml.safe_load(value)
+        parts = [p.strip() for p in key.split(".")]
+        if not sep or not all(parts):
+            raise SystemExit(f"error: {what} override {pair!r} is not of the form key=value or key.subkey=value")
+        nested: Any = yaml.safe_load(value)
+        for part in reversed(parts[1:]):
+            nested = {part: nested}
+        out = merge_overrides(out, {parts[0]: nested})
+    return out
+
+
+def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``overrides``, mappings merged key by key (neither input is changed)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_overrides(out[key], value)
+        else:
+            out[key] = value
     return out
 
 

@@ -1,18 +1,27 @@
-"""Running the runs of a benchmark in this process (the local backend), resumable run by run."""
+"""Running the runs of a benchmark, resumable run by run, on a backend (in this process or on Ray).
+
+``execute_run`` (one run -> its record) and ``prepare_agent`` (train or pretrain a teacher the
+runs start from) are plain functions that every backend calls, in this process or in a worker; ``run_bench`` is the driver: it plans, skips what
+``runs.jsonl`` already holds, and alone appends each record as its run finishes.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from l2t_bench.config import BenchConfig, RunSpec, plan_runs, pretrain_hash, pretrain_tasks
 from l2t_bench.options import jsonable
+from l2t_bench.progress import BenchProgress
 from l2t_bench.records import RUNS_FILE, append_run, read_runs, repair_runs_file, run_record
+
+if TYPE_CHECKING:
+    from l2t_bench.backends import Backend
 
 
 def agent_dir(out: Path, run: RunSpec) -> Path:
@@ -20,22 +29,9 @@ def agent_dir(out: Path, run: RunSpec) -> Path:
     return out / "agents" / f"{run.task.label}__{run.teacher.label}__{run.config_hash}"
 
 
-def _train_agent(cfg: BenchConfig, run: RunSpec, path: Path, progress: Progress, tensorboard: Optional[Path]) -> None:
-    from l2t_agents import make_teacher
-
-    teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
-    steps = cfg.timesteps(run.teacher)
-    bar = progress.add_task(f"training {run.teacher.label} on {run.task.label}", total=steps or 1)
-    teacher.train(
-        run.task.name,
-        cfg.train_seeds,
-        total_timesteps=steps,
-        env_kwargs={**cfg.env_kwargs_for(run.teacher), **run.task.overrides, "device": cfg.device},
-        tensorboard_log=str(tensorboard) if tensorboard else None,
-        progress=lambda done, total: progress.update(bar, completed=done, total=total),
-    )
-    teacher.save(path)
-    progress.remove_task(bar)
+def checkpoint_path(out: Path, run: RunSpec) -> Path:
+    """Where a run's mid-episode checkpoint is kept while it runs (``checkpoint_every``)."""
+    return out / "checkpoints" / f"{run.task.label}__{run.teacher.label}__seed{run.seed}__{run.config_hash}.pt"
 
 
 def pretrained_path(out: Path, cfg: BenchConfig, run: RunSpec) -> Path:
@@ -44,22 +40,55 @@ def pretrained_path(out: Path, cfg: BenchConfig, run: RunSpec) -> Path:
     return out / "agents" / f"pretrained__{run.teacher.name}__{pretrain_hash(cfg, run.task, run.teacher)}.pt"
 
 
-def _pretrain_agent(cfg: BenchConfig, run: RunSpec, path: Path, progress: Progress, console: Optional[Console]) -> None:
+def agent_path(out: Path, cfg: BenchConfig, run: RunSpec) -> Optional[Path]:
+    """Where the agent a run starts from lies (trained or pretrained), or None: a fresh teacher."""
+    if run.teacher.trainable:
+        return agent_dir(out, run)
+    if run.teacher.pretrain is not None:
+        return pretrained_path(out, cfg, run)
+    return None
+
+
+def prepare_agent(
+    cfg: BenchConfig,
+    run: RunSpec,
+    path: Path,
+    *,
+    tensorboard: Optional[Path] = None,
+    progress: Optional[Callable[[int, int], Any]] = None,
+    log: Optional[Callable[[str], Any]] = None,
+) -> None:
+    """Train (``train:`` SB3 agents) or pretrain (``pretrain:`` entries) the teacher of ``run`` and
+    save it at ``path``; ``progress(done, total)`` follows env steps or episodes, ``log`` gets a
+    line per pretraining episode."""
     import time
 
     from l2t_agents import make_env, make_teacher
+
+    teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
+    if run.teacher.trainable:
+        teacher.train(
+            run.task.name,
+            cfg.train_seeds,
+            total_timesteps=cfg.timesteps(run.teacher),
+            env_kwargs={**cfg.env_kwargs_for(run.teacher), **run.task.overrides, "device": cfg.device},
+            tensorboard_log=str(tensorboard) if tensorboard else None,
+            progress=progress,
+        )
+        teacher.save(path)
+        return
     from l2t_agents.pretraining import PretrainPlan, pretrain, save_pretrained
 
     spec = run.teacher.pretrain
     tasks = {t.label: t for t in pretrain_tasks(cfg, run.task, run.teacher)}
     plan = PretrainPlan(seeds=spec.seeds, tasks=list(tasks), episodes=spec.episodes)
-    teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
-    bar = progress.add_task(f"pretraining {run.teacher.name} ({path.name})", total=len(plan.schedule()))
+    total = len(plan.schedule())
 
-    def on_episode(i: int, record) -> None:
-        progress.update(bar, completed=i + 1)
-        if console and not console.is_terminal:
-            console.print(f"pretrain {path.name} episode {i + 1}: {record.task} seed {record.seed} test acc {record.final.get('test_acc', float('nan')):.4f}")
+    def on_episode(i: int, record: Any) -> None:
+        if progress is not None:
+            progress(i + 1, total)
+        if log is not None:
+            log(f"pretrain {path.name} episode {i + 1}: {record.task} seed {record.seed} test acc {record.final.get('test_acc', float('nan')):.4f}")
 
     start = time.perf_counter()
     records = pretrain(
@@ -67,25 +96,137 @@ def _pretrain_agent(cfg: BenchConfig, run: RunSpec, path: Path, progress: Progre
         make_task_env=lambda t, label: make_env(t, tasks[label].name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **tasks[label].overrides),
     )
     save_pretrained(teacher, path, records, time.perf_counter() - start)
-    progress.remove_task(bar)
+
+
+def agent_work(cfg: BenchConfig, run: RunSpec) -> tuple[str, int]:
+    """What preparing the agent of ``run`` is (for progress): a description and its total steps."""
+    if run.teacher.trainable:
+        return f"training {run.teacher.label} on {run.task.label}", cfg.timesteps(run.teacher) or 1
+    from l2t_agents.pretraining import PretrainPlan
+
+    spec = run.teacher.pretrain
+    plan = PretrainPlan(seeds=spec.seeds, tasks=[t.label for t in pretrain_tasks(cfg, run.task, run.teacher)], episodes=spec.episodes)
+    return f"pretraining {run.teacher.label} for {run.task.label}", len(plan.schedule())
+
+
+def execute_run(
+    cfg: BenchConfig,
+    run: RunSpec,
+    agent: Optional[Path] = None,
+    agent_label: Optional[str] = None,
+    checkpoint: Optional[Path] = None,
+    on_resume: Optional[Callable[[int], Any]] = None,
+) -> dict:
+    """One run: a fresh teacher (or the one saved at ``agent``: trained agents act frozen, pretrained
+    ones as their entry says) and env, one episode -> its record.
+
+    ``agent_label`` is where the agent lies under the output folder, for the record. With the
+    config's ``checkpoint_every``, the episode is checkpointed at ``checkpoint`` and resumed from it
+    when a killed attempt left one (``on_resume(teaching step)`` is told).
+    """
+    import l2t_env  # noqa: F401  (registers L2T-v0)
+    from l2t_agents import make_env, make_teacher
+    from l2t_bench.episodes import run_checkpointed_episode
+
+    teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
+    train_time = None
+    if run.teacher.trainable or run.teacher.pretrain is not None:
+        if agent is None:
+            raise ValueError(f"run {run.key}: teacher {run.teacher.label!r} starts from a trained agent, but none was given")
+        teacher.load(agent)
+        if run.teacher.trainable:
+            teacher.learning = False
+            train_time = getattr(teacher, "meta", {}).get("train_time")
+        else:
+            from l2t_agents.pretraining import pretrained_meta
+
+            teacher.learning = run.teacher.pretrain.online
+            train_time = pretrained_meta(agent).get("train_time")
+    env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **run.task.overrides)
+    if cfg.checkpoint_every is not None and checkpoint is None:
+        raise ValueError(f"run {run.key}: checkpoint_every={cfg.checkpoint_every} needs a checkpoint path")
+    try:
+        episode = run_checkpointed_episode(
+            env, teacher, run.seed, checkpoint_every=cfg.checkpoint_every, path=checkpoint, on_resume=on_resume
+        )
+    finally:
+        env.close()
+    return run_record(run, episode, agent_label, train_time, str(env.unwrapped.device))
+
+
+def pack_agent(path: Path) -> dict[str, bytes]:
+    """A saved agent (a file or a folder) as ``{path relative to its parent: bytes}``, to ship to a worker."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(p.relative_to(path.parent)): p.read_bytes() for p in files}
+
+
+def unpack_agent(files: dict[str, bytes], path: Path) -> Path:
+    """Write a packed agent to ``path`` (its name as packed), atomically: a folder beside it renamed into place."""
+    import shutil
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        names = {Path(name).parts[0] for name in files}
+        if len(names) != 1:
+            raise ValueError(f"a packed agent holds one file or folder, got {sorted(names)}")
+        for name, data in files.items():
+            target = tmp / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        if path.is_dir():
+            shutil.rmtree(path)
+        (tmp / names.pop()).replace(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+@dataclass
+class RunFailure:
+    """A run that raised or whose worker died past its retries; it is not in ``runs.jsonl``."""
+
+    run: RunSpec
+    error: str  # one line: the exception's type and message
+    details: str = ""  # the traceback, where there is one
+
+    @property
+    def key(self) -> str:
+        return self.run.key
+
+
+class BenchResult(list):
+    """The records of the plan's finished runs, in plan order (the list itself, as before backends
+    existed), and ``failures``: the runs that failed this time."""
+
+    def __init__(self, records: Iterable[dict] = (), failures: Iterable[RunFailure] = ()) -> None:
+        super().__init__(records)
+        self.failures: list[RunFailure] = list(failures)
+
+    @property
+    def records(self) -> list[dict]:
+        return list(self)
 
 
 def run_bench(
     cfg: BenchConfig,
     out: Union[str, Path],
     *,
+    backend: Optional["Backend"] = None,
     console: Optional[Console] = None,
     quiet: bool = False,
     tensorboard: bool = False,
-) -> list[dict]:
-    """Run every planned run not yet in ``out/runs.jsonl``; return the records of the whole plan.
+    live: Optional[bool] = None,
+) -> BenchResult:
+    """Run every planned run not yet in ``out/runs.jsonl`` on ``backend`` (default: this process).
 
-    Trainable teachers are trained (or their saved agent reused) just before their first pending
-    run on a task; every run gets a freshly made teacher and env.
+    A run that fails is reported and does not stop the others; rerunning resumes with the runs
+    still missing. ``live`` forces the progress bar on or off (default: on a terminal only).
     """
-    import l2t_env  # noqa: F401  (registers L2T-v0)
-    from l2t_agents import make_env, make_teacher, run_episode
+    from l2t_bench.backends import LocalBackend
 
+    backend = backend or LocalBackend()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.yaml").write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
@@ -99,42 +240,23 @@ def run_bench(
     if console:
         console.print(
             f"bench [bold]{cfg.name}[/]: {len(cfg.only_tasks or cfg.tasks)} task(s) x {len(cfg.only_teachers or cfg.teachers)} teacher(s) x {len(cfg.seeds)} seed(s) "
-            f"= {len(plan)} runs; {len(plan) - len(pending)} already in {runs_file}, {len(pending)} to run (device {cfg.device})"
+            f"= {len(plan)} runs; {len(plan) - len(pending)} already in {runs_file}, {len(pending)} to run "
+            f"(device {cfg.device}, backend {backend.name})"
         )
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, disable=quiet,
-    ) as progress:
-        bar = progress.add_task("runs", total=len(plan), completed=len(plan) - len(pending))
-        for run in pending:
-            progress.update(bar, description=f"{run.task.label} · {run.teacher.label} · seed {run.seed}")
-            teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
-            agent, train_time = None, None
-            if run.teacher.trainable:
-                path = agent_dir(out, run)
-                if not path.exists():
-                    _train_agent(cfg, run, path, progress, out / "tensorboard" if tensorboard else None)
-                teacher.load(path)
-                teacher.learning = False
-                agent = str(path.relative_to(out))
-                train_time = getattr(teacher, "meta", {}).get("train_time")
-            elif run.teacher.pretrain is not None:
-                from l2t_agents.pretraining import pretrained_meta
+    failures: list[RunFailure] = []
 
-                path = pretrained_path(out, cfg, run)
-                if not path.exists():
-                    _pretrain_agent(cfg, run, path, progress, console)
-                teacher.load(path)
-                teacher.learning = run.teacher.pretrain.online
-                agent = str(path.relative_to(out))
-                train_time = pretrained_meta(path).get("train_time")
-            env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **run.task.overrides)
-            try:
-                episode = run_episode(env, teacher, run.seed)
-            finally:
-                env.close()
-            record = run_record(run, episode, agent, train_time, str(env.unwrapped.device))
+    with BenchProgress(len(plan), len(plan) - len(pending), console, quiet=quiet, live=live) as progress:
+
+        def on_done(run: RunSpec, record: dict) -> None:
             append_run(runs_file, record)
             done[run.key] = json.loads(json.dumps(jsonable(record)))  # as a rerun would read it back
-            progress.advance(bar)
-    return [done[r.key] for r in plan]
+            progress.finished(run, record)
+
+        def on_fail(failure: RunFailure) -> None:
+            failures.append(failure)
+            progress.failed(failure.run, failure.error)
+
+        if pending:
+            backend.execute(cfg, out, pending, on_done=on_done, on_fail=on_fail, progress=progress,
+                            tensorboard=out / "tensorboard" if tensorboard else None)
+    return BenchResult([done[r.key] for r in plan if r.key in done], failures)

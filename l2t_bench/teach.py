@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from l2t_bench.options import parse_overrides, write_json
+from l2t_bench.options import merge_overrides, parse_overrides, write_json
 from l2t_env.config_files import read_yaml
 
 DEFAULTS = {"teacher": "l2t-dln", "task": "digits-mlp", "seed": 0, "out": "runs/teach", "device": "auto"}
@@ -24,12 +24,15 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--task", help=f"built-in task or task YAML (default {DEFAULTS['task']})")
     p.add_argument("--seed", type=int, help="episode seed: fixes split, student and DLN init, batches, augmentation")
     p.add_argument("--set", dest="task_set", action="append", metavar="KEY=VALUE", help="task override, e.g. --set teaching_steps=50")
-    p.add_argument("--env-arg", action="append", metavar="KEY=VALUE", help="env argument, e.g. --env-arg reward=neg_val_loss")
+    p.add_argument("--env-arg", action="append", metavar="KEY=VALUE", help="env argument, e.g. --env-arg reward=neg_val_loss or --env-arg loss_kwargs.init=ce")
     p.add_argument("--teacher-arg", action="append", metavar="KEY=VALUE", help="teacher argument, e.g. --teacher-arg lr=0.01")
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--out", help=f"output folder for the JSON record (default {DEFAULTS['out']})")
     p.add_argument("--episodes", type=int, default=1, help="teach N students in a row with one teacher (seeds SEED..SEED+N-1): "
                    "its memory is reset per episode, what it learnt is kept (pre-training); default 1")
+    p.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint env and teacher every N teaching steps; "
+                   "a rerun of the same command resumes from the checkpoint (same final record) and removes it at the end")
+    p.add_argument("--checkpoint", metavar="PATH", help="the checkpoint file (default OUT/checkpoints/TEACHER_TASK_seedSEED.pt)")
     p.add_argument("--save", help="save the teacher's state here after the (last) episode")
     p.add_argument("--load", help="load a saved teacher before the episode")
     p.add_argument("--frozen", action="store_true", help="act only, do not learn (use with --load to test transfer)")
@@ -49,9 +52,9 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("teacher", "task", "seed", "out", "device"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    settings["task_overrides"] = {**settings["task_overrides"], **parse_overrides(args.task_set, "task")}
-    settings["env_kwargs"] = {**settings["env_kwargs"], **parse_overrides(args.env_arg, "env")}
-    settings["teacher_kwargs"] = {**settings["teacher_kwargs"], **parse_overrides(args.teacher_arg, "teacher")}
+    settings["task_overrides"] = merge_overrides(settings["task_overrides"], parse_overrides(args.task_set, "task"))
+    settings["env_kwargs"] = merge_overrides(settings["env_kwargs"], parse_overrides(args.env_arg, "env"))
+    settings["teacher_kwargs"] = merge_overrides(settings["teacher_kwargs"], parse_overrides(args.teacher_arg, "teacher"))
     return settings
 
 
@@ -59,11 +62,17 @@ def run(args: argparse.Namespace) -> int:
     import l2t_env  # noqa: F401  (registers L2T-v0)
     from l2t_agents import make_env, make_teacher
     from l2t_agents.pretraining import run_episodes
+    from l2t_bench.episodes import check_checkpoint_every, run_checkpointed_episode
 
     console = Console()
     s = resolve_settings(args)
     if args.episodes < 1:
         raise ValueError(f"--episodes {args.episodes}: expected an integer >= 1")
+    check_checkpoint_every(args.checkpoint_every, "--checkpoint-every")
+    if args.checkpoint_every and args.episodes > 1:
+        raise ValueError(f"--checkpoint-every checkpoints one episode; got --episodes {args.episodes} (run them one by one)")
+    if args.checkpoint and not args.checkpoint_every:
+        raise ValueError(f"--checkpoint {args.checkpoint} needs --checkpoint-every N")
     teacher = make_teacher(s["teacher"], **s["teacher_kwargs"])
     if args.load:
         teacher.load(args.load)
@@ -91,11 +100,21 @@ def run(args: argparse.Namespace) -> int:
                 console.print(f"episode {i + 1}/{args.episodes}, seed {record.seed}: test acc {record.final['test_acc']:.4f}")
             progress.update(bar, description=f"teaching seed {record.seed + 1}")
 
-        records = run_episodes(
-            teacher, [(s["task"], seed) for seed in seeds], on_episode=on_episode,
-            make_task_env=new_env,
-            on_step=lambda t, info: progress.update(bar, completed=t, acc=info["val_acc"]),
-        )
+        on_step = lambda t, info: progress.update(bar, completed=t, acc=info["val_acc"])  # noqa: E731
+        if args.checkpoint_every:
+            path = Path(args.checkpoint or Path(s["out"]) / "checkpoints" / f"{teacher.name}_{cfg.name}_seed{s['seed']}.pt")
+            env = new_env(teacher, s["task"])
+            try:
+                records = [run_checkpointed_episode(
+                    env, teacher, s["seed"], checkpoint_every=args.checkpoint_every, path=path, on_step=on_step,
+                    on_resume=lambda t: console.print(f"resumed from {path} at teaching step {t}"),
+                )]
+            finally:
+                env.close()
+        else:
+            records = run_episodes(
+                teacher, [(s["task"], seed) for seed in seeds], on_episode=on_episode, make_task_env=new_env, on_step=on_step,
+            )
     record = records[-1]
     table = Table(title=f"{teacher.name} on {cfg.name}, seed {record.seed}" + (f" (episode {args.episodes} of {args.episodes})" if args.episodes > 1 else ""))
     table.add_column("split")

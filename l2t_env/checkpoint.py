@@ -86,6 +86,7 @@ def env_state_dict(env: "L2TEnv") -> dict[str, Any]:
             "n_pool": len(env.raw.x_pool),
             "train_index": _cpu(splits.train_index),
             "val_index": _cpu(splits.val_index),
+            "y_train": None if splits.y_train_clean is None else _cpu(splits.y_train),
             "n_fixed": len(env._x_fixed),
         },
         "student": {"params": [_cpu(p) for p in env.params], "buffers": [_cpu(b) for b in env.buffers]},
@@ -155,7 +156,7 @@ def load_env_state_dict(env: "L2TEnv", state: dict[str, Any]) -> None:
     cfg, device, dtype = env.config, env.device, env.dtype
     put = lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)  # noqa: E731
     split = state["split"]
-    splits = splits_from_indices(env.raw, split["train_index"], split["val_index"], device, dtype)
+    splits = splits_from_indices(env.raw, split["train_index"], split["val_index"], device, dtype, split.get("y_train"))
     student = FunctionalStudent(build_student(cfg, env.raw.input_shape, env.raw.num_classes, 0).to(device=device, dtype=dtype))
     params, buffers = student.own_state()
     _copy_into(params, state["student"]["params"], student.param_names, "parameter")

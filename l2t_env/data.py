@@ -21,13 +21,34 @@ def load_digits(config: TaskConfig) -> RawData:
     episode seed reports on the same images; inputs are scaled to [0, 1] (pixel values / 16).
     ``dataset_kwargs.image=True`` keeps the 1x8x8 image shape for convolutional students.
     """
+    return _digits(config.dataset_kwargs, "digits")
+
+
+def load_noisy_digits(config: TaskConfig) -> RawData:
+    """Digits with symmetric label noise on the training split only (``digits-mlp-noisy``).
+
+    ``dataset_kwargs.noise`` = p (default 0.4): after the per-seed train/val split, each training
+    label is replaced with probability p by a class drawn uniformly from the 10 (possibly its own,
+    so about 0.9 p of them change); validation and test labels stay clean. The episode's split
+    seed fixes which labels flip. Other keys as for ``digits``.
+    """
+    kwargs = dict(config.dataset_kwargs)
+    noise = kwargs.pop("noise", 0.4)
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0.0 <= noise <= 1.0:
+        raise ValueError(f"digits-noisy: dataset_kwargs noise={noise!r}, expected a number in [0, 1]")
+    raw = _digits(kwargs, "digits-noisy", extra=("noise",))
+    raw.train_label_noise = float(noise)
+    return raw
+
+
+def _digits(dataset_kwargs: dict, name: str, extra: tuple[str, ...] = ()) -> RawData:
     from sklearn.datasets import load_digits as sk_load_digits
 
-    kwargs = dict(config.dataset_kwargs)
+    kwargs = dict(dataset_kwargs)
     test_seed = int(kwargs.pop("test_seed", 0))
     as_image = bool(kwargs.pop("image", False))
     if kwargs:
-        raise ValueError(f"digits: unknown dataset_kwargs {sorted(kwargs)}; valid: ['image', 'test_seed']")
+        raise ValueError(f"{name}: unknown dataset_kwargs {sorted(kwargs)}; valid: {sorted(['image', 'test_seed', *extra])}")
     bunch = sk_load_digits()
     x = torch.tensor(bunch.data, dtype=torch.float32) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.long)
@@ -53,6 +74,15 @@ class Splits:
     #: rows of the pool in the train and val splits, in order (what a checkpoint keeps of the split)
     train_index: Optional[torch.Tensor] = None
     val_index: Optional[torch.Tensor] = None
+    #: the training labels before label noise (None without noise), for measuring it
+    y_train_clean: Optional[torch.Tensor] = None
+
+
+def noisy_labels(y: torch.Tensor, rate: float, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Symmetric noise: each label replaced with probability ``rate`` by a uniform class (maybe its own)."""
+    replace = torch.rand(len(y), generator=generator) < rate
+    drawn = torch.randint(0, num_classes, (len(y),), generator=generator)
+    return torch.where(replace, drawn, y)
 
 
 def split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
@@ -79,24 +109,41 @@ def check_batch_sizes(config: TaskConfig, raw: RawData) -> None:
 
 
 def split_data(raw: RawData, val_fraction: float, seed: int, device: torch.device, dtype: torch.dtype) -> Splits:
-    """Split the pool into train/val by ``seed`` and move everything to ``device`` once."""
+    """Split the pool into train/val by ``seed`` and move everything to ``device`` once.
+
+    With ``raw.train_label_noise`` the same seed then draws the training labels' noise.
+    """
     n = len(raw.x_pool)
     _, n_val = split_sizes(n, val_fraction)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return splits_from_indices(raw, order[n_val:], order[:n_val], device, dtype)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)
+    train_index = order[n_val:]
+    y_train = None
+    if raw.train_label_noise > 0:
+        y_train = noisy_labels(raw.y_pool[train_index], raw.train_label_noise, raw.num_classes, generator)
+    return splits_from_indices(raw, train_index, order[:n_val], device, dtype, y_train)
 
 
 def splits_from_indices(
-    raw: RawData, train_index: torch.Tensor, val_index: torch.Tensor, device: torch.device, dtype: torch.dtype
+    raw: RawData,
+    train_index: torch.Tensor,
+    val_index: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype,
+    y_train: Optional[torch.Tensor] = None,
 ) -> Splits:
-    """The splits of given pool rows (a split drawn by :func:`split_data`, or one restored from a checkpoint)."""
+    """The splits of given pool rows (a split drawn by :func:`split_data`, or one restored from a checkpoint).
+
+    ``y_train`` replaces the pool's labels of the training rows (a noisy task's drawn labels).
+    """
+    clean = raw.y_pool[train_index]
 
     def put(x: torch.Tensor, floating: bool) -> torch.Tensor:
         return x.to(device=device, dtype=dtype if floating else torch.long)
 
     return Splits(
         put(raw.x_pool[train_index], True),
-        put(raw.y_pool[train_index], False),
+        put(clean if y_train is None else y_train, False),
         put(raw.x_pool[val_index], True),
         put(raw.y_pool[val_index], False),
         put(raw.x_test, True),
@@ -104,6 +151,7 @@ def splits_from_indices(
         raw.num_classes,
         train_index,
         val_index,
+        None if y_train is None else put(clean, False),
     )
 
 

@@ -160,9 +160,10 @@ class L2TEnv(gym.Env):
 
     ## Starting State
 
-    ``reset(seed=s)`` draws, from ``s`` alone: the train/val split, the student's initial
-    weights, phi's initialisation (Kaiming-normal, fan_out), the batch order, and the
-    augmentation. On CPU equal seeds and equal actions give bit-identical observations and rewards.
+    ``reset(seed=s)`` draws, from ``s`` alone: the train/val split (and a noisy task's label
+    noise), the student's initial weights, phi's initialisation (by default Kaiming-normal,
+    fan_out; ``loss_kwargs={"init": ...}`` chooses another, see :mod:`l2t_env.dln_init`), the
+    batch order, and the augmentation. On CPU equal seeds and equal actions give bit-identical observations and rewards.
 
     ## Episode End
 
@@ -180,7 +181,8 @@ class L2TEnv(gym.Env):
     |----------------------|------------------------|-----------------------|----------------------------------------------------------|
     | `task`               | str, path, TaskConfig  | `"digits-mlp"`        | built-in task name, a task YAML, or a config             |
     | `loss`               | str or LossFamily      | `"dln"`               | the taught loss family (`dln`, `dlf`, `dfm`, `ce`)       |
-    | `loss_kwargs`        | dict                   | `{}`                  | e.g. `{"hidden": [40, 40, 40, 40]}` for the DLN          |
+    | `loss_kwargs`        | dict                   | `{}`                  | e.g. `{"hidden": [40, 40, 40, 40]}` for the DLN;         |
+    |                      |                        |                       | `{"init": "ce"}` starts it fitted (see `dln_init`)       |
     | `action_scale`       | float                  | `1e-3`                | phi <- phi - action_scale * action                       |
     | `lookahead`          | `"K"`, int, `"off"`    | `"K"`                 | horizon of the `loss_grad` look-ahead                    |
     | `reward`             | str                    | `"val_loss_decrease"` | one of the rewards above                                 |

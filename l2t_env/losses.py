@@ -13,13 +13,13 @@ Families:
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
+from l2t_env import dln_init
 from l2t_env.fused_metric import METRICS, check_metric_options, metric_values
 
 
@@ -53,13 +53,25 @@ class DynamicLossNetwork(LossFamily):
     For sample i and every class j != y_i, the row ``[s_iy, s_ij, 1, 0]`` with ``s = sigmoid(z)``
     goes through ``4 -> 40 -> 40 -> 40 -> 40 -> 1`` (LeakyReLU(0.01) after the first four layers,
     no biases, no output activation); rows with j = y_i are zero and, with no biases, score 0.
-    The loss is the mean over all ``B*C`` rows. 4*40 + 3*40*40 + 40 = 5,000 parameters; weights
-    are Kaiming-normal with mode ``fan_out``, as the reference code initialises them.
+    The loss is the mean over all ``B*C`` rows. 4*40 + 3*40*40 + 40 = 5,000 parameters.
+
+    ``init`` chooses phi's start (:mod:`l2t_env.dln_init`): ``"kaiming"`` (default, the reference
+    code's Kaiming-normal, mode ``fan_out``), ``"ce"`` (fitted to the pairwise logistic loss's
+    gradient), a tensor of ``n_params`` values, or a file saved with ``torch.save(phi)``.
+    ``init_seed`` fixes the random inits for every episode; by default each episode seed draws its own.
+    ``fit`` overrides the ``"ce"`` fit's settings (:class:`l2t_env.dln_init.CEFit`).
     """
 
     name = "dln"
 
-    def __init__(self, hidden: Sequence[int] = (40, 40, 40, 40), negative_slope: float = 0.01) -> None:
+    def __init__(
+        self,
+        hidden: Sequence[int] = (40, 40, 40, 40),
+        negative_slope: float = 0.01,
+        init: dln_init.InitSpec = "kaiming",
+        init_seed: Optional[int] = None,
+        fit: Optional[dict] = None,
+    ) -> None:
         hidden = tuple(int(h) for h in hidden)
         if not hidden or any(h < 1 for h in hidden):
             raise ValueError(f"dln: hidden={hidden!r}, expected a non-empty sequence of positive widths")
@@ -72,6 +84,11 @@ class DynamicLossNetwork(LossFamily):
             self._slices.append(slice(start, start + out_f * in_f))
             start += out_f * in_f
         self._n = start
+        self.init: Union[str, torch.Tensor] = dln_init.parse_init(init, self._n)
+        if init_seed is not None and (isinstance(init_seed, bool) or not isinstance(init_seed, int) or init_seed < 0):
+            raise ValueError(f"dln: init_seed={init_seed!r}, expected None or an integer >= 0")
+        self.init_seed = init_seed
+        self.fit = dln_init.make_fit(fit)
 
     @property
     def n_params(self) -> int:
@@ -81,14 +98,26 @@ class DynamicLossNetwork(LossFamily):
         return [(f"layer{i}", s) for i, s in enumerate(self._slices)]
 
     def init_params(self, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(seed)
-        gain = math.sqrt(2.0)  # torch's kaiming_normal_ default: leaky_relu with a=0
-        parts = [torch.randn(shape, generator=gen, dtype=torch.float64) * (gain / math.sqrt(shape[0])) for shape in self.shapes]
-        return torch.cat([p.flatten() for p in parts]).to(device=device, dtype=dtype)
+        seed = int(self.init_seed if self.init_seed is not None else seed)
+        if isinstance(self.init, torch.Tensor):
+            phi = self.init
+        elif self.init == "ce":
+            phi = dln_init.fit_ce(self.shapes, self.score_pairs, seed, self.fit)
+        else:
+            phi = dln_init.kaiming_init(self.shapes, seed)
+        return phi.to(device=device, dtype=dtype).clone()
 
     def weights(self, phi: torch.Tensor) -> list[torch.Tensor]:
         """The layer weight matrices as views of phi."""
         return [phi[s].view(shape) for s, shape in zip(self._slices, self.shapes)]
+
+    def score_pairs(self, phi: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """``g_phi`` of rows ``[s_y, s_j, 1, 0]`` given ``s = [s_y, s_j]`` of shape ``[N, 2]``; returns ``[N]``."""
+        weights = self.weights(phi)
+        h = F.linear(s, weights[0][:, :2], weights[0][:, 2])
+        for w in weights[1:]:
+            h = F.linear(F.leaky_relu(h, self.negative_slope), w)
+        return h[..., 0]
 
     def one_vs_one(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The ``[B, C, 4]`` input rows ``[s_iy, s_ij, 1, 0]``; rows of the true class are zero."""

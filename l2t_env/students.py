@@ -43,3 +43,26 @@ class DigitsCNN(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x))
+
+
+class CNN1D(nn.Module):
+    """A small 1-D CNN for sequences ``[1, L]`` (the ``mnist1d-cnn`` student).
+
+    Three 3-wide convolutions (stride 2, ReLU) and a linear head, in the spirit of the MNIST-1D
+    paper's small CNN.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, channels: tuple[int, ...] = (25, 25, 25)) -> None:
+        super().__init__()
+        if len(input_shape) != 2:
+            raise ValueError(f"cnn1d: input_shape={input_shape!r}, expected (channels, length); use dataset_kwargs channel: true")
+        c_in, length = input_shape
+        layers: list[nn.Module] = []
+        for c in channels:
+            layers += [nn.Conv1d(c_in, c, 3, stride=2, padding=1), nn.ReLU()]
+            c_in, length = c, (length + 1) // 2
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.head = nn.Linear(c_in * length, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))

@@ -27,6 +27,8 @@ from l2t_env.config_files import builtin_names, config_dir, read_yaml
 # name -> "module:function". A loader takes the TaskConfig and returns RawData.
 DATASETS: dict[str, str] = {
     "digits": "l2t_env.data:load_digits",
+    "digits-noisy": "l2t_env.data:load_noisy_digits",
+    "mnist1d": "l2t_env.mnist1d_data:load_mnist1d",
     "cifar10": "l2t_env.vision:load_cifar10",
     "cifar100": "l2t_env.vision:load_cifar100",
     "mnist": "l2t_env.vision:load_mnist",
@@ -38,6 +40,7 @@ DATASETS: dict[str, str] = {
 STUDENTS: dict[str, str] = {
     "mlp": "l2t_env.students:MLP",
     "digits-cnn": "l2t_env.students:DigitsCNN",
+    "cnn1d": "l2t_env.students:CNN1D",
     "lenet": "l2t_env.resnets:LeNet5",
     "resnet8": "l2t_env.resnets:resnet8",
     "resnet20": "l2t_env.resnets:resnet20",
@@ -67,6 +70,9 @@ class RawData:
 
     ``x_pool``/``y_pool`` are split into train and validation by the episode seed; the test split
     is fixed by the data set and is only ever reported. Inputs are already normalised.
+    ``train_label_noise`` = p replaces each *training* label, after the split, with probability p
+    by a class drawn uniformly from all C classes (possibly its own), drawn from the split seed;
+    validation and test labels stay clean.
     """
 
     x_pool: torch.Tensor
@@ -74,8 +80,12 @@ class RawData:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    train_label_noise: float = 0.0
 
     def __post_init__(self) -> None:
+        p = self.train_label_noise
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"train_label_noise={p!r}, expected a number in [0, 1]")
         for name in ("y_pool", "y_test"):
             y = getattr(self, name)
             if y.dtype != torch.long:

@@ -1,0 +1,262 @@
+"""Where the runs of a benchmark execute: in this process (``LocalBackend``) or as Ray tasks (``RayBackend``).
+
+A backend gets the pending runs and reports each one back to the driver as it ends, either with its
+record (``on_done``) or as a ``RunFailure`` (``on_fail``); it never writes ``runs.jsonl`` itself, so
+the resume rule is the same whatever ran the runs. Both call the same plain functions,
+``runner.prepare_agent`` and ``runner.execute_run``.
+
+Ray backend design: the driver submits one Ray task per run with the resources the config asks for
+(``resources:`` of the bench, task or teacher entry; fractional GPUs allowed) and ``max_retries``
+for workers that die (a run that raises is not retried: it would raise again). A teacher that is
+trained (SB3) or pretrained before evaluation is prepared once, as its own task; the driver saves it
+under ``DIR/agents/`` and ships its files to the evaluation runs through the object store, so the
+workers need no disk shared with the driver.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
+
+from l2t_bench.config import BenchConfig, RunSpec, import_modules
+from l2t_bench.progress import BenchProgress
+from l2t_bench.runner import (
+    RunFailure,
+    agent_path,
+    agent_work,
+    checkpoint_path,
+    execute_run,
+    pack_agent,
+    prepare_agent,
+    unpack_agent,
+)
+
+BACKENDS = ("local", "ray")
+
+OnDone = Callable[[RunSpec, dict], None]
+OnFail = Callable[[RunFailure], None]
+
+
+class Backend(Protocol):
+    """Executes pending runs and reports each exactly once, to ``on_done`` or to ``on_fail``."""
+
+    name: str
+
+    def execute(
+        self,
+        cfg: BenchConfig,
+        out: Path,
+        pending: list[RunSpec],
+        *,
+        on_done: OnDone,
+        on_fail: OnFail,
+        progress: BenchProgress,
+        tensorboard: Optional[Path] = None,
+    ) -> None: ...
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class LocalBackend:
+    """The runs one after another in this process; a trainable teacher is trained before its first run."""
+
+    name = "local"
+
+    def execute(
+        self,
+        cfg: BenchConfig,
+        out: Path,
+        pending: list[RunSpec],
+        *,
+        on_done: OnDone,
+        on_fail: OnFail,
+        progress: BenchProgress,
+        tensorboard: Optional[Path] = None,
+    ) -> None:
+        failed: dict[Path, str] = {}  # agents whose preparation failed: their other runs fail without retrying it
+        for run in pending:
+            progress.started(run)
+            path = agent_path(out, cfg, run)
+            if path is not None and path in failed:
+                on_fail(RunFailure(run, failed[path]))
+                continue
+            if path is not None and not path.exists():
+                try:
+                    report = progress.training(*agent_work(cfg, run))
+                    try:
+                        prepare_agent(cfg, run, path, tensorboard=tensorboard, progress=report, log=progress.note)
+                    finally:
+                        progress.training_done()
+                except Exception as err:
+                    failed[path] = f"preparing its agent failed: {_one_line(err)}"
+                    on_fail(RunFailure(run, failed[path], traceback.format_exc()))
+                    continue
+            try:
+                record = execute_run(
+                    cfg, run, path, str(path.relative_to(out)) if path else None, checkpoint_path(out, run),
+                    on_resume=lambda t: progress.console.print(f"{run.key}: resumed from its checkpoint at teaching step {t}", markup=False),
+                )
+            except Exception as err:  # reported; the other runs go on (Ctrl-C is not an Exception)
+                on_fail(RunFailure(run, _one_line(err), traceback.format_exc()))
+                continue
+            on_done(run, record)
+
+
+def import_ray() -> Any:
+    """``ray``, or an error that names the extra to install."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError(f'--backend ray needs the ray package ({err}): pip install "l2t-env[ray]"') from err
+    return ray
+
+
+def _remote_prepare(cfg: BenchConfig, run: RunSpec, name: str, tensorboard: Optional[str]) -> dict[str, bytes]:
+    """Ray task: train or pretrain the run's teacher in a scratch folder; return its files (the driver saves them)."""
+    import tempfile
+
+    import_modules(cfg.imports)
+    with tempfile.TemporaryDirectory(prefix="l2t-agent-") as tmp:
+        path = Path(tmp) / name
+        prepare_agent(cfg, run, path, tensorboard=Path(tensorboard) if tensorboard else None)
+        return pack_agent(path)
+
+
+def _remote_run(
+    cfg: BenchConfig, run: RunSpec, agent_files: Optional[dict[str, bytes]], agent_label: Optional[str], checkpoint: Optional[str]
+) -> dict:
+    """Ray task: one run (``execute_run`` after the config's ``imports``, its agent unpacked locally).
+
+    ``checkpoint`` is the driver's path: a retried run resumes from it where the worker sees the
+    driver's output folder (one machine, or a shared filesystem), and starts over otherwise.
+    """
+    import tempfile
+
+    import_modules(cfg.imports)
+    ckpt = Path(checkpoint) if checkpoint else None
+    if not agent_files:
+        return execute_run(cfg, run, checkpoint=ckpt)
+    with tempfile.TemporaryDirectory(prefix="l2t-agent-") as tmp:
+        name = Path(next(iter(agent_files))).parts[0]
+        return execute_run(cfg, run, unpack_agent(agent_files, Path(tmp) / name), agent_label, ckpt)
+
+
+class RayBackend:
+    """Each run a Ray task on a cluster (``address``: ``auto``, ``ray://host:port``) or a local Ray.
+
+    Without an address and with no Ray running in this process, a local Ray is started (with
+    ``num_cpus`` CPUs, default all) and shut down at the end. A worker that dies is retried up to
+    the config's ``max_retries``; a run that raises is reported at once.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: Optional[str] = None, num_cpus: Optional[int] = None) -> None:
+        self.address, self.num_cpus = address, num_cpus
+        import_ray()
+
+    def _init(self, ray: Any) -> bool:
+        """Connect (or start a local Ray); True when this call started it and must shut it down."""
+        if ray.is_initialized():
+            return False
+        if self.address:
+            ray.init(address=self.address)
+        else:
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False)
+        return True
+
+    def execute(
+        self,
+        cfg: BenchConfig,
+        out: Path,
+        pending: list[RunSpec],
+        *,
+        on_done: OnDone,
+        on_fail: OnFail,
+        progress: BenchProgress,
+        tensorboard: Optional[Path] = None,
+    ) -> None:
+        ray = import_ray()
+        started = self._init(ray)
+        prepare_task, run_task = ray.remote(_remote_prepare), ray.remote(_remote_run)
+        in_flight: dict[Any, tuple[str, Any]] = {}  # ref -> ("run", RunSpec) or ("agent", its path)
+        waiting: dict[Path, list[RunSpec]] = defaultdict(list)  # the pending runs of each agent
+
+        def options(run: RunSpec, what: str) -> dict:
+            return dict(cfg.run_resources(run), max_retries=cfg.max_retries, retry_exceptions=False, name=f"l2t {what}")
+
+        def submit(run: RunSpec, files: Any = None, label: Optional[str] = None) -> None:
+            ckpt = str(checkpoint_path(out.resolve(), run)) if cfg.checkpoint_every else None
+            in_flight[run_task.options(**options(run, run.key)).remote(cfg, run, files, label, ckpt)] = ("run", run)
+
+        def submit_runs(path: Path, files: dict[str, bytes]) -> None:
+            files_ref = ray.put(files)  # one copy in the object store for all the seeds
+            for run in waiting[path]:
+                submit(run, files_ref, str(path.relative_to(out)))
+
+        try:
+            for run in pending:
+                path = agent_path(out, cfg, run)
+                if path is None:
+                    submit(run)
+                    continue
+                if path not in waiting and not path.exists():
+                    ref = prepare_task.options(**options(run, f"agent {path.name}")).remote(
+                        cfg, run, path.name, str(tensorboard) if tensorboard else None
+                    )
+                    in_flight[ref] = ("agent", path)
+                waiting[path].append(run)
+            for path in waiting:
+                if path.exists():  # saved by an earlier invocation
+                    submit_runs(path, pack_agent(path))
+            while in_flight:
+                ready, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in ready:
+                    kind, item = in_flight.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as err:  # a RayTaskError (the run raised) or a worker that died past its retries
+                        error, details = self._describe(ray, err, cfg), str(err)
+                        if kind == "run":
+                            on_fail(RunFailure(item, error, details))
+                        else:
+                            for run in waiting[item]:
+                                on_fail(RunFailure(run, f"preparing its agent failed: {error}", details))
+                        continue
+                    if kind == "run":
+                        on_done(item, result)
+                    else:
+                        unpack_agent(result, item)
+                        submit_runs(item, result)
+        except BaseException:
+            for ref in in_flight:
+                ray.cancel(ref, force=True)
+            raise
+        finally:
+            if started:
+                ray.shutdown()
+
+    @staticmethod
+    def _describe(ray: Any, err: BaseException, cfg: BenchConfig) -> str:
+        if isinstance(err, ray.exceptions.RayTaskError):
+            cause = getattr(err, "cause", None)
+            return _one_line(cause) if isinstance(cause, BaseException) else _one_line(err)
+        if isinstance(err, ray.exceptions.WorkerCrashedError):
+            return f"its worker process died {cfg.max_retries + 1} time(s) (max_retries={cfg.max_retries}): {_one_line(err)}"
+        return _one_line(err)
+
+
+def make_backend(name: str, address: Optional[str] = None) -> Backend:
+    """A backend by its ``--backend`` name."""
+    if name == "local":
+        if address:
+            raise ValueError(f"--address {address!r} is for --backend ray, not {name!r}")
+        return LocalBackend()
+    if name == "ray":
+        return RayBackend(address=address)
+    raise ValueError(f"unknown backend {name!r}; valid: {list(BACKENDS)}")

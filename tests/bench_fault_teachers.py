@@ -1,0 +1,43 @@
+"""Teachers that fail on purpose, for the fault tests of the benchmark backends.
+
+Imported through a bench config's ``imports: [bench_fault_teachers]`` (the tests put this folder on
+the path of the driver and of the Ray workers), as a user's own teachers would be.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from l2t_agents.base import register_teacher
+from l2t_agents.baselines import FixedTeacher
+
+
+@register_teacher("test-raises")
+class RaisingTeacher(FixedTeacher):
+    """Raises on its first action: a run with a bug."""
+
+    def act(self, obs: Any) -> np.ndarray:
+        raise RuntimeError("test-raises: this teacher always fails")
+
+
+@register_teacher("test-sigkill-once")
+class KillOnceTeacher(FixedTeacher):
+    """Kills its own process on the first action of the first attempt (a worker that dies), then acts as ``fixed``.
+
+    ``marker``: a file created just before the kill; while it exists the teacher behaves.
+    """
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = Path(marker)
+
+    def act(self, obs: Any) -> np.ndarray:
+        if not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().act(obs)

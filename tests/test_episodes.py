@@ -1,0 +1,141 @@
+"""Mid-episode checkpoints: a killed episode resumed from its checkpoint ends as the uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import l2t_env  # noqa: F401
+from l2t_agents import make_env, make_teacher, run_episode
+from l2t_bench.config import load_bench_config
+from l2t_bench.episodes import check_checkpoint_every, run_checkpointed_episode, save_atomic
+from l2t_bench.runner import checkpoint_path, run_bench
+
+TINY = dict(teaching_steps=8, unroll_steps=3, student_kwargs={"hidden": [16]})
+
+
+class Crash(Exception):
+    pass
+
+
+def new_run(name: str, **kwargs):
+    teacher = make_teacher(name, **kwargs)
+    return make_env(teacher, "digits-mlp", **TINY), teacher
+
+
+def same_episode(a, b) -> None:
+    """Equal records but for the wall time."""
+    da, db = a.to_dict(), b.to_dict()
+    da.pop("wall_time"), db.pop("wall_time")
+    assert da == db
+
+
+def crash_at(step: int):
+    def on_step(t: int, info: dict) -> None:
+        if t == step:
+            raise Crash(t)
+
+    return on_step
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, every, crash, resumed_at",
+    [
+        ("l2t-dln", {"max_drift": 0.0005}, 2, 5, 4),  # LSTM weights, Adam moments, hidden state, phi0
+        ("l2t-dln", {"memory_truncation": 3}, 1, 5, 3),  # only between teacher updates: steps 3, 6
+        ("random", {"seed": 2}, 3, 7, 6),  # the teacher's numpy generator
+    ],
+)
+def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, name, kwargs, every, crash, resumed_at):
+    reference = run_episode(*new_run(name, **kwargs), seed=4)
+    path = tmp_path / "episode.pt"
+    with pytest.raises(Crash):
+        run_checkpointed_episode(*new_run(name, **kwargs), 4, checkpoint_every=every, path=path, on_step=crash_at(crash))
+    assert path.is_file()
+    resumed = []
+    record = run_checkpointed_episode(*new_run(name, **kwargs), 4, checkpoint_every=every, path=path, on_resume=resumed.append)
+    assert resumed == [resumed_at]
+    same_episode(record, reference)
+    assert not path.exists() and not path.with_name(path.name + ".tmp").exists()
+
+
+def test_checkpoint_of_another_run_raises_naming_both(tmp_path):
+    path = tmp_path / "episode.pt"
+    with pytest.raises(Crash):
+        run_checkpointed_episode(*new_run("random"), 0, checkpoint_every=1, path=path, on_step=crash_at(2))
+    with pytest.raises(ValueError, match=r"teacher 'random' on task 'digits-mlp', seed 0; this run is teacher 'random' on task 'digits-mlp', seed 1"):
+        run_checkpointed_episode(*new_run("random"), 1, checkpoint_every=1, path=path)
+    assert path.is_file()  # kept: it is another run's
+
+
+def test_half_written_checkpoint_is_ignored_and_bad_every_raises(tmp_path):
+    path = tmp_path / "episode.pt"
+    path.with_name(path.name + ".tmp").write_bytes(b"half a checkpoint")  # killed while writing
+    record = run_checkpointed_episode(*new_run("fixed"), 0, checkpoint_every=2, path=path)
+    same_episode(record, run_episode(*new_run("fixed"), seed=0))
+    assert list(tmp_path.iterdir()) == []
+    save_atomic({"a": 1}, path)
+    save_atomic({"a": 2}, path)
+    assert torch.load(path) == {"a": 2} and list(tmp_path.iterdir()) == [path]
+    for bad in (0, -3, 1.5, True, "10"):
+        with pytest.raises(ValueError, match=rf"checkpoint_every={bad!r}: expected an integer >= 1"):
+            check_checkpoint_every(bad)
+
+
+def test_bench_resumes_a_run_from_its_checkpoint_and_keeps_the_run_key(tmp_path):
+    bench = {"tasks": [{"name": "digits-mlp", "overrides": TINY}], "teachers": ["l2t-dln"], "seeds": [3]}
+    plain = run_bench(load_bench_config(bench), tmp_path / "plain", quiet=True)
+    cfg = load_bench_config({**bench, "checkpoint_every": 2})
+    (run,) = __import__("l2t_bench.config", fromlist=["plan_runs"]).plan_runs(cfg)
+    assert run.key == plain[0]["key"]  # checkpointing does not change what a run is
+    out = tmp_path / "ckpt"
+    path = checkpoint_path(out, run)
+    with pytest.raises(Crash):  # a run killed after its checkpoint at step 4
+        run_checkpointed_episode(*new_run("l2t-dln"), 3, checkpoint_every=2, path=path, on_step=crash_at(5))
+    (resumed,) = run_bench(cfg, out, quiet=True)
+    for key in ("key", "test_acc", "val_acc", "train_loss", "curves", "teaching_steps", "student_steps"):
+        assert resumed[key] == plain[0][key], key
+    assert not path.exists()
+    with pytest.raises(ValueError, match="checkpoint_every=0"):
+        load_bench_config({**bench, "checkpoint_every": 0})
+
+
+def test_sigkilled_teach_resumes_to_the_uninterrupted_record(tmp_path):
+    """``l2t teach --checkpoint-every``: SIGKILL mid-episode after a checkpoint, rerun, same record."""
+    steps = 40
+    args = [
+        sys.executable, "-m", "l2t_bench.cli", "teach", "--teacher", "l2t-dln", "--seed", "1", "--quiet",
+        "--set", f"teaching_steps={steps}", "--set", "unroll_steps=2", "--set", "student_kwargs={hidden: [16]}",
+        "--checkpoint-every", "3", "--out",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    out = tmp_path / "killed"
+    checkpoint = out / "checkpoints" / "l2t-dln_digits-mlp_seed1.pt"
+    proc = subprocess.Popen([*args, str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]  # killed, not finished
+    assert checkpoint.is_file() and not list(out.glob("*.json"))
+    rerun = subprocess.run([*args, str(out)], env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resumed from" in rerun.stdout
+    assert not checkpoint.exists()
+    (record_file,) = out.glob("*.json")
+    record = json.loads(record_file.read_text())["record"]
+
+    teacher = make_teacher("l2t-dln")
+    env_ = make_env(teacher, "digits-mlp", teaching_steps=steps, unroll_steps=2, student_kwargs={"hidden": [16]})
+    reference = json.loads(json.dumps(run_episode(env_, teacher, seed=1).to_dict()))  # as the JSON file holds it
+    record.pop("wall_time"), reference.pop("wall_time")
+    assert record == reference
