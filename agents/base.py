@@ -60,6 +60,9 @@ class BaseTeacher:
 
     name: ClassVar[str] = ""
     env_kwargs: ClassVar[dict] = {}
+    #: acts on a native vector env (``gym.make_vec(..., vectorization_mode="vector_entry_point")``):
+    #: batched observations in, one action row per sub-env out
+    batched: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.learning = True
@@ -99,6 +102,11 @@ class BaseTeacher:
         """Refuse state that another kind of teacher saved (``source``: where it came from)."""
         if saved_name != self.name:
             raise ValueError(f"{source} holds a {saved_name!r} teacher, not {self.name!r}")
+
+
+def is_vector_env(env: Any) -> bool:
+    """Whether ``env`` is a Gymnasium vector env (a teacher then acts on batches)."""
+    return isinstance(getattr(env, "unwrapped", env), gym.vector.VectorEnv)
 
 
 TEACHERS: dict[str, Callable[..., Teacher]] = {}

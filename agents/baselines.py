@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from l2t_agents.base import BaseTeacher, register_teacher
+from l2t_agents.base import BaseTeacher, is_vector_env, register_teacher
 
 
 def _zeros(env) -> np.ndarray:
@@ -26,6 +26,7 @@ class CrossEntropyTeacher(BaseTeacher):
     """Trains the student on plain cross-entropy (the env's ``ce`` loss family has no parameters)."""
 
     env_kwargs = {"loss": "ce", "lookahead": "off"}
+    batched = True
 
     def act(self, obs: Any) -> np.ndarray:
         return _zeros(self.env)
@@ -36,6 +37,7 @@ class FixedTeacher(BaseTeacher):
     """Leaves the DLN at its random initialisation: what the student learns from an untaught loss."""
 
     env_kwargs = {"lookahead": "off"}
+    batched = True
 
     def act(self, obs: Any) -> np.ndarray:
         return _zeros(self.env)
@@ -47,26 +49,41 @@ class RandomTeacher(BaseTeacher):
 
     env_kwargs = {"lookahead": "off"}
 
+    batched = True
+
     def __init__(self, seed: int = 0) -> None:
         super().__init__()
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
+        self.rngs: list[np.random.Generator] = []
 
     def reset(self, env) -> None:
         super().reset(env)
+        if is_vector_env(env):  # one stream per sub-env, each the one a single env's episode would get
+            self.rngs = [np.random.default_rng([self.seed, max(int(s), 0)]) for s in env.unwrapped.np_random_seed]
+            return
+        self.rngs = []
         episode_seed = env.unwrapped.np_random_seed
         self.rng = np.random.default_rng([self.seed, max(int(episode_seed), 0)])
 
     def act(self, obs: Any) -> np.ndarray:
+        if self.rngs:
+            space = self.env.unwrapped.single_action_space
+            return np.stack([rng.uniform(space.low, space.high) for rng in self.rngs]).astype(np.float32)
         space = self.env.action_space
         return self.rng.uniform(space.low, space.high).astype(np.float32)
 
     def state_dict(self) -> dict:
-        return {"seed": self.seed, "rng": self.rng.bit_generator.state}
+        return {"seed": self.seed, "rng": self.rng.bit_generator.state, "rngs": [r.bit_generator.state for r in self.rngs]}
 
     def load_state_dict(self, state: dict) -> None:
         self.seed = state["seed"]
         self.rng.bit_generator.state = state["rng"]
+        self.rngs = []
+        for rng_state in state.get("rngs", []):
+            rng = np.random.default_rng()
+            rng.bit_generator.state = rng_state
+            self.rngs.append(rng)
 
 
 @register_teacher("hypergrad")
@@ -78,6 +95,7 @@ class HypergradientTeacher(BaseTeacher):
     """
 
     env_kwargs = {"lookahead": "K"}
+    batched = True  # elementwise in the observation: a batch of loss_grad rows gives a batch of actions
 
     def __init__(self, lr: float = 10.0) -> None:
         super().__init__()

@@ -1,12 +1,14 @@
-"""Run a teacher on an env for an episode and record what happened: one plain function."""
+"""Run a teacher on an env for an episode and record what happened: one plain function
+(:func:`run_episode`), and its batched twin for a native vector env (:func:`run_episodes`)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence, Union
 
 import gymnasium as gym
+import numpy as np
 
 from l2t_agents.base import Teacher
 
@@ -94,3 +96,58 @@ def make_env(teacher: Teacher, task: Any = "digits-mlp", **env_kwargs: Any) -> g
         if key in env_kwargs and env_kwargs[key] != value:
             raise ValueError(f"teacher {teacher.name!r} needs {key}={value!r}, got {key}={env_kwargs[key]!r}")
     return gym.make("L2T-v0", task=task, **{**env_kwargs, **teacher.env_kwargs})
+
+
+def run_episodes(
+    env: gym.vector.VectorEnv,
+    teacher: Teacher,
+    seed: Union[int, Sequence[int]],
+    on_step: Optional[Callable[[int, dict], Any]] = None,
+) -> list[EpisodeRecord]:
+    """Teach the N students of a vector env, one episode each, from ``reset(seed=seed)``
+    (sub-env ``i`` gets ``seed + i``, or ``seed[i]`` for a list): one record per sub-env, as
+    :func:`run_episode` would write it for that seed. The teacher acts on the batch.
+
+    Each sub-env is recorded until its own episode ends (a diverged one early; the steps the
+    vector env then takes for it belong to its next episode and are not recorded). A record's
+    ``wall_time`` is the batched run's wall time divided by N (the per-seed share).
+    ``on_step(t, info)`` is called after each step with the vector info.
+    """
+    n = env.num_envs
+    seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+    if len(seeds) != n:
+        raise ValueError(f"run_episodes: {len(seeds)} seeds for a vector env of num_envs={n}")
+    task = getattr(env.unwrapped, "config", None)
+    records = [EpisodeRecord(teacher=teacher.name, task=getattr(task, "name", "?"), seed=s) for s in seeds]
+    start = time.perf_counter()
+    obs, info = env.reset(seed=seeds)
+    teacher.reset(env)
+    for i, record in enumerate(records):
+        record.curves["val_loss"].append(float(info["val_loss"][i]))
+        record.curves["val_acc"].append(float(info["val_acc"][i]))
+    active = np.ones(n, dtype=bool)
+    t = 0
+    while active.any():
+        action = teacher.act(obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+        teacher.observe(obs, reward, terminated, truncated, info)
+        t += 1
+        done = terminated | truncated
+        for i in np.flatnonzero(active):
+            record = records[i]
+            for key in CURVE_KEYS:
+                record.curves[key].append(float(info[key][i]))
+            record.curves["reward"].append(float(reward[i]))
+            record.steps += 1
+            if done[i]:
+                record.student_steps = int(info["student_steps"][i])
+                record.diverged = bool(info["diverged"][i])
+                record.final = {key: float(value[i]) for key, value in info["final"].items() if not key.startswith("_")}
+        active &= ~done
+        if on_step is not None:
+            on_step(t, info)
+    wall = (time.perf_counter() - start) / n
+    for record in records:
+        record.wall_time = wall
+    return records
+

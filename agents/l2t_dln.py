@@ -20,10 +20,11 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
-from l2t_agents.base import BaseTeacher, register_teacher
+from l2t_agents.base import BaseTeacher, is_vector_env, register_teacher
 
 LSTMState = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -62,6 +63,50 @@ class CoordinateLSTM(nn.Module):
         return h.squeeze(-1), new_state
 
 
+class StackedLSTM:
+    """N independent :class:`CoordinateLSTM` teachers as one set of stacked ``[N, ...]`` leaves.
+
+    The LSTM cells' arithmetic (torch's ``LSTMCell``: gates ``i, f, g, o``) in batched matmuls, so
+    N teachers act on N students' ``[N, n_phi, features]`` inputs in one pass. Adam is elementwise,
+    so one Adam over the stacked leaves is N independent Adams (same step count, same settings).
+    """
+
+    def __init__(self, lstm: CoordinateLSTM, n: int) -> None:
+        self.n = n
+        self.cells = [
+            [getattr(cell, name).detach().unsqueeze(0).repeat(n, *[1] * getattr(cell, name).dim()).requires_grad_(True)
+             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            for cell in lstm.cells
+        ]
+        self.hidden_sizes = [cell.hidden_size for cell in lstm.cells]
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for cell in self.cells for p in cell]
+
+    def initial_state(self, n_coords: int, device: torch.device, dtype: torch.dtype) -> LSTMState:
+        return [(torch.zeros(self.n, n_coords, h, device=device, dtype=dtype),) * 2 for h in self.hidden_sizes]
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> None:
+        with torch.no_grad():
+            self.cells = [[p.detach().to(device=device, dtype=dtype).requires_grad_(True) for p in cell] for cell in self.cells]
+
+    def __call__(self, x: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
+        new_state = []
+        h = x
+        for (w_ih, w_hh, b_ih, b_hh), (h_prev, c_prev) in zip(self.cells, state):
+            gates = torch.baddbmm((b_ih + b_hh)[:, None, :], h, w_ih.transpose(1, 2)) + torch.bmm(h_prev, w_hh.transpose(1, 2))
+            i, f, g, o = gates.chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            new_state.append((h, c))
+        return h.squeeze(-1), new_state
+
+    def row_grad_norms(self) -> torch.Tensor:
+        """Each teacher's gradient norm over all its leaves, ``[N]``."""
+        norms = [p.grad.reshape(self.n, -1).norm(dim=1) for p in self.parameters() if p.grad is not None]
+        return torch.stack(norms, 1).norm(dim=1)
+
+
 @dataclass
 class L2TDLNConfig:
     """The teacher's settings; the defaults are the reference code's."""
@@ -80,6 +125,9 @@ class L2TDLNConfig:
     first_order: bool = False
     #: seed of the LSTM's initial weights
     seed: int = 0
+    #: on a vector env: one LSTM learning from all N students (mean of their gradients) instead of
+    #: N independent LSTMs (the default, each exactly a single teacher of its sub-env)
+    shared: bool = False
     # Stabilisers (all off by default = the reference code). A random or fitted DLN can be wrecked
     # by the teacher's first, untrained moves; these keep phi near where the episode started it.
     #: zero the last LSTM cell's weights and biases, so the untrained teacher outputs u = 0 (leaves
@@ -99,6 +147,7 @@ class L2TDLNTeacher(BaseTeacher):
     """The reference agent of ``L2T-v0``; see the module docstring for the iteration."""
 
     env_kwargs = {"lookahead": "K", "action_mode": "full"}
+    batched = True
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
@@ -123,15 +172,41 @@ class L2TDLNTeacher(BaseTeacher):
         self.phi0: Optional[torch.Tensor] = None  # the DLN at the episode's start (trust regions)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (u, dL/du) awaiting backward
         self.iterations = 0
+        self.stack: Optional[StackedLSTM] = None  # N independent teachers on a vector env
+        self.stack_optimizer: Optional[torch.optim.Adam] = None
+        self._resetting: Optional[np.ndarray] = None  # vector env: rows whose next step is an autoreset
 
     # ------------------------------------------------------------------ episode
     def reset(self, env) -> None:
-        """A new episode: bind to ``env`` and clear the memory (a new student and a new DLN)."""
+        """A new episode: bind to ``env`` and clear the memory (a new student and a new DLN).
+
+        On a vector env of N sub-envs: N independent teachers (``shared=False``), each starting
+        from this teacher's weights and Adam state, stacked as one :class:`StackedLSTM`; or this
+        one LSTM for all (``shared=True``). Each episode on the vector env starts a fresh stack.
+        """
         self.attach(env)
         core = env.unwrapped
-        self.state = self.lstm.initial_state(core.n_phi, core.device, core.dtype)
-        self.phi0 = core.phi.detach().clone()
         self._pending = []
+        self.phi0 = core.phi.detach().clone()
+        if not is_vector_env(env):
+            self.state = self.lstm.initial_state(core.n_phi, core.device, core.dtype)
+            return
+        n = core.num_envs
+        self._resetting = np.zeros(n, dtype=bool)
+        if self.config.shared:
+            self.stack, self.stack_optimizer = None, None
+            self.state = [(h.view(n, core.n_phi, -1), c.view(n, core.n_phi, -1)) for h, c in self.lstm.initial_state(n * core.n_phi, core.device, core.dtype)]
+            return
+        self.stack = StackedLSTM(self.lstm, n)
+        self.stack_optimizer = torch.optim.Adam(self.stack.parameters(), lr=self.config.lr)
+        own = self.optimizer.state_dict()["state"]
+        for i, p in enumerate(self.stack.parameters()):  # each teacher continues this one's Adam
+            if i in own:
+                self.stack_optimizer.state[p] = {
+                    k: (v.unsqueeze(0).repeat(n, *[1] * v.dim()).to(core.device, core.dtype) if k != "step" else v.clone())
+                    for k, v in own[i].items()
+                }
+        self.state = self.stack.initial_state(core.n_phi, core.device, core.dtype)
 
     def attach(self, env) -> None:
         """Bind to ``env`` mid-episode, keeping the memory (e.g. to continue after ``load``)."""
@@ -149,6 +224,8 @@ class L2TDLNTeacher(BaseTeacher):
                     slot[key] = value.to(device=core.device, dtype=core.dtype)
         if self.state is not None:
             self.state = [(h.to(core.device, core.dtype), c.to(core.device, core.dtype)) for h, c in self.state]
+        if self.stack is not None:
+            self.stack.to(core.device, core.dtype)
         if self.phi0 is None or self.phi0.shape != core.phi.shape:
             self.phi0 = core.phi.detach().clone()
         self.phi0 = self.phi0.to(core.device, core.dtype)
@@ -162,9 +239,16 @@ class L2TDLNTeacher(BaseTeacher):
         x = preprocess_gradient(g, self.config.preprocess_p)
         if self.n_student_features:
             s = torch.as_tensor(obs["student"], device=g.device, dtype=g.dtype)
-            x = torch.cat([x, s.expand(len(g), -1)], dim=1)
+            x = torch.cat([x, s.unsqueeze(-2).expand(*g.shape, -1)], dim=-1)
         with torch.set_grad_enabled(self.learning):
-            u, self.state = self.lstm(x, self.state)
+            if self.stack is not None:
+                u, self.state = self.stack(x, self.state)
+            elif g.dim() == 2:  # one shared LSTM over all N students' coordinates
+                flat = [(h.flatten(0, 1), c.flatten(0, 1)) for h, c in self.state]
+                u, flat = self.lstm(x.flatten(0, 1), flat)
+                u, self.state = u.view(g.shape), [(h.view(*g.shape, -1), c.view(*g.shape, -1)) for h, c in flat]
+            else:
+                u, self.state = self.lstm(x, self.state)
             u = self._trust_region(u, env)
         if self.learning:
             # Stage 3 (teacher stage): dL'_val/du, then one Adam step on psi through the LSTM.
@@ -177,11 +261,16 @@ class L2TDLNTeacher(BaseTeacher):
             else:
                 u_leaf = u.detach().requires_grad_(True)
                 val_loss = env.unrolled_val_loss(env.phi_after(u_leaf))  # kept by env for the commit
-                (grad_u,) = torch.autograd.grad(val_loss, u_leaf)
+                (grad_u,) = torch.autograd.grad(val_loss.sum(), u_leaf)  # [N] on a vector env: N independent losses
             if self.config.proximity:
                 # d/du of proximity * ||phi - scale*u - phi_0||^2
                 drift = env.phi_after(u.detach()) - self.phi0
                 grad_u = grad_u - 2.0 * self.config.proximity * env.action_scale * drift
+            if g.dim() == 2:
+                if self._resetting is not None and self._resetting.any():  # the env ignores these rows' action
+                    grad_u = grad_u.masked_fill(torch.as_tensor(self._resetting, device=g.device)[:, None], 0.0)
+                if self.stack is None:  # shared: the mean of the N students' gradients
+                    grad_u = grad_u / len(g)
             self._pending.append((u, grad_u))
             self.iterations += 1
             if self.iterations % self.config.memory_truncation == 0:
@@ -202,6 +291,19 @@ class L2TDLNTeacher(BaseTeacher):
     def _teacher_update(self) -> None:
         """Backpropagate the pending dL/du through the LSTM (and its memory), step Adam, detach."""
         us, grads = zip(*self._pending)
+        if self.stack is not None:
+            assert self.stack_optimizer is not None
+            self.stack_optimizer.zero_grad(set_to_none=True)
+            torch.autograd.backward(list(us), list(grads))
+            if self.config.clip_meta_grad is not None:  # per teacher, as N separate ones would clip
+                scale = (self.config.clip_meta_grad / (self.stack.row_grad_norms() + 1e-6)).clamp(max=1.0)
+                for p in self.stack.parameters():
+                    if p.grad is not None:
+                        p.grad.mul_(scale.view(-1, *[1] * (p.dim() - 1)))
+            self.stack_optimizer.step()
+            self._pending = []
+            self.state = [(h.detach(), c.detach()) for h, c in self.state]
+            return
         self.optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(list(us), list(grads))
         if self.config.clip_meta_grad is not None:
@@ -210,9 +312,17 @@ class L2TDLNTeacher(BaseTeacher):
         self._pending = []
         self.state = [(h.detach(), c.detach()) for h, c in self.state]
 
-    def observe(self, obs: Any, reward: float, terminated: bool, truncated: bool, info: dict) -> None:
-        if (terminated or truncated) and self._pending:
+    def observe(self, obs: Any, reward: Any, terminated: Any, truncated: Any, info: dict) -> None:
+        done = np.asarray(terminated) | np.asarray(truncated)
+        if done.any() and self._pending:
             self._teacher_update()
+        if self._resetting is not None:
+            # rows reset by the step just taken start a new episode: fresh memory and phi_0
+            rows = torch.as_tensor(self._resetting, device=self.phi0.device)
+            if self._resetting.any() and self.state is not None:
+                self.state = [(h.masked_fill(rows[:, None, None], 0.0), c.masked_fill(rows[:, None, None], 0.0)) for h, c in self.state]
+                self.phi0 = torch.where(rows[:, None], self.env.unwrapped.phi, self.phi0)
+            self._resetting = done.copy()
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -225,6 +335,8 @@ class L2TDLNTeacher(BaseTeacher):
             "phi0": None if self.phi0 is None else to_cpu(self.phi0),
             "iterations": self.iterations,
             "learning": self.learning,
+            "stack": None if self.stack is None else [to_cpu(p) for p in self.stack.parameters()],
+            "stack_optimizer": None if self.stack_optimizer is None else self.stack_optimizer.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -236,6 +348,13 @@ class L2TDLNTeacher(BaseTeacher):
         self.state = None if state["memory"] is None else [(h.to(device), c.to(device)) for h, c in state["memory"]]
         self.iterations = state["iterations"]
         self.learning = state["learning"]
+        if state.get("stack") is not None:
+            stacked = state["stack"]
+            self.stack = StackedLSTM(self.lstm, len(stacked[0]))
+            leaves = iter(stacked)
+            self.stack.cells = [[next(leaves).to(device).requires_grad_(True) for _ in cell] for cell in self.stack.cells]
+            self.stack_optimizer = torch.optim.Adam(self.stack.parameters(), lr=self.config.lr)
+            self.stack_optimizer.load_state_dict(state["stack_optimizer"])
         if state.get("phi0") is not None:  # absent in teachers saved before it was kept
             self.phi0 = state["phi0"].to(device)
 

@@ -14,10 +14,11 @@ __version__ = "0.1.0"
 ENV_ID = "L2T-v0"
 
 if ENV_ID not in registry:
-    register(id=ENV_ID, entry_point="l2t_env.env:L2TEnv")
+    register(id=ENV_ID, entry_point="l2t_env.env:L2TEnv", vector_entry_point="l2t_env.vector_env:L2TVectorEnv")
 
 _LAZY = {
     "L2TEnv": "l2t_env.env",
+    "L2TVectorEnv": "l2t_env.vector_env",
     "TaskConfig": "l2t_env.tasks",
     "RawData": "l2t_env.tasks",
     "load_task": "l2t_env.tasks",

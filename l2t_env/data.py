@@ -108,20 +108,30 @@ def check_batch_sizes(config: TaskConfig, raw: RawData) -> None:
         )
 
 
-def split_data(raw: RawData, val_fraction: float, seed: int, device: torch.device, dtype: torch.dtype) -> Splits:
-    """Split the pool into train/val by ``seed`` and move everything to ``device`` once.
+def split_indices(raw: RawData, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What ``seed`` draws of a split: the pool rows of train and val, and the training labels
+    (the pool's, or with ``raw.train_label_noise`` the noisy ones the same seed then draws).
 
-    With ``raw.train_label_noise`` the same seed then draws the training labels' noise.
+    The vector env keeps one copy of the pool and these per student instead of N copies of the data.
     """
     n = len(raw.x_pool)
     _, n_val = split_sizes(n, val_fraction)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator)
     train_index = order[n_val:]
-    y_train = None
+    y_train = raw.y_pool[train_index]
     if raw.train_label_noise > 0:
-        y_train = noisy_labels(raw.y_pool[train_index], raw.train_label_noise, raw.num_classes, generator)
-    return splits_from_indices(raw, train_index, order[:n_val], device, dtype, y_train)
+        y_train = noisy_labels(y_train, raw.train_label_noise, raw.num_classes, generator)
+    return train_index, order[:n_val], y_train
+
+
+def split_data(raw: RawData, val_fraction: float, seed: int, device: torch.device, dtype: torch.dtype) -> Splits:
+    """Split the pool into train/val by ``seed`` and move everything to ``device`` once.
+
+    With ``raw.train_label_noise`` the same seed then draws the training labels' noise.
+    """
+    train_index, val_index, y_train = split_indices(raw, val_fraction, seed)
+    return splits_from_indices(raw, train_index, val_index, device, dtype, y_train if raw.train_label_noise > 0 else None)
 
 
 def splits_from_indices(
@@ -196,7 +206,31 @@ class Batches:
     y_val: torch.Tensor  # [V]
 
 
-class BatchStream:
+class IndexStream:
+    """Seeded batch indices of one episode: each step K training batches and one validation batch.
+
+    Split-relative indices only, so that the vector env can draw them for N students and gather
+    their data in one go; the augmentation's generator is seeded here with the rest.
+    """
+
+    def __init__(
+        self, n_train: int, n_val: int, batch_size: int, steps: int, val_batch_size: int, seed: int, device: torch.device
+    ) -> None:
+        self.batch_size = batch_size
+        self.steps = steps
+        self.val_batch_size = min(val_batch_size, n_val)
+        seeds = torch.randint(0, 2**62, (3,), generator=torch.Generator().manual_seed(seed)).tolist()
+        self.train_sampler = EpochSampler(n_train, seeds[0], device)
+        self.val_sampler = EpochSampler(n_val, seeds[1], device)
+        self.augment_generator = torch.Generator().manual_seed(seeds[2])
+
+    def next_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([K, B] training indices, [V] validation indices)`` of the next step."""
+        idx = self.train_sampler.draw(self.steps, self.batch_size)
+        return idx, self.val_sampler.draw(1, self.val_batch_size)[0]
+
+
+class BatchStream(IndexStream):
     """Seeded stream of :class:`Batches` for one episode."""
 
     def __init__(
@@ -208,23 +242,15 @@ class BatchStream:
         seed: int,
         augment: Optional[Augmentation] = None,
     ) -> None:
+        super().__init__(len(splits.x_train), len(splits.x_val), batch_size, steps, val_batch_size, seed, splits.x_train.device)
         self.splits = splits
-        self.batch_size = batch_size
-        self.steps = steps
-        self.val_batch_size = min(val_batch_size, len(splits.x_val))
-        device = splits.x_train.device
-        seeds = torch.randint(0, 2**62, (3,), generator=torch.Generator().manual_seed(seed)).tolist()
-        self.train_sampler = EpochSampler(len(splits.x_train), seeds[0], device)
-        self.val_sampler = EpochSampler(len(splits.x_val), seeds[1], device)
         self.augment = augment
-        self.augment_generator = torch.Generator().manual_seed(seeds[2])
 
     def next(self) -> Batches:
         s = self.splits
-        idx = self.train_sampler.draw(self.steps, self.batch_size)
+        idx, vidx = self.next_indices()
         x = s.x_train[idx]
         if self.augment is not None:
             flat = x.flatten(0, 1)
             x = self.augment(flat, self.augment_generator).view_as(x)
-        vidx = self.val_sampler.draw(1, self.val_batch_size)[0]
         return Batches(x, s.y_train[idx], s.x_val[vidx], s.y_val[vidx])

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -57,6 +57,33 @@ class FunctionalStudent:
         self.module.train(mode)
 
 
+class BatchedStudent:
+    """N students of one architecture called as one through ``torch.func.vmap``.
+
+    Parameters and buffers are lists of stacked tensors (student ``i`` is row ``i`` of each), the
+    input is ``[N, B, ...]`` and the logits ``[N, B, C]``. In training mode BatchNorm updates each
+    row of the stacked running statistics with its own student's batch statistics, in place, as
+    the single module would. The module only supplies structure.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.param_names = [name for name, _ in module.named_parameters()]
+        self.buffer_names = [name for name, _ in module.named_buffers()]
+        self._call = vmap(self._one)
+
+    def _one(self, params: list[torch.Tensor], buffers: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        state = dict(zip(self.param_names, params))
+        state.update(zip(self.buffer_names, buffers))
+        return functional_call(self.module, state, (x,))
+
+    def __call__(self, params: list[torch.Tensor], buffers: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return self._call(params, buffers, x)
+
+    def train(self, mode: bool = True) -> None:
+        self.module.train(mode)
+
+
 @dataclass
 class UnrollStats:
     """What the student did over the K steps (detached tensors; read them with ``.item()`` once)."""
@@ -80,6 +107,7 @@ def sgd_unroll(
     create_graph: bool,
     steps: Optional[int] = None,
     keep_states: Optional[list] = None,
+    summary: Optional[Callable[..., UnrollStats]] = None,
 ) -> tuple[list[torch.Tensor], UnrollStats]:
     """K steps of plain SGD (no momentum, no weight decay) on ``loss_fn(logits, y)``.
 
@@ -89,6 +117,11 @@ def sgd_unroll(
     updated in place by BatchNorm; pass copies when the unroll is only a look-ahead.
     ``keep_states``, a list, receives a copy of each step's input state (parameters, buffers,
     random state), what a checkpointed backward pass needs to recompute the step.
+
+    For N batched students (:class:`BatchedStudent`, ``xs`` of shape ``[K, N, B, ...]``),
+    ``loss_fn`` returns the ``[N]`` per-student losses; the gradient of their sum is each
+    student's own gradient (the students share no weights), and ``summary=summarise_batched``
+    gives per-student statistics.
     """
     steps = len(xs) if steps is None else steps
     logits_seen, losses = [], []
@@ -98,7 +131,7 @@ def sgd_unroll(
             keep_states.append(([p.detach().clone() for p in params], [b.clone() for b in buffers], _rng_states(xs.device)))
         logits = student(params, buffers, xs[k])
         loss = loss_fn(logits, ys[k])
-        grads = torch.autograd.grad(loss, params, create_graph=create_graph)
+        grads = torch.autograd.grad(loss.sum() if loss.dim() else loss, params, create_graph=create_graph)
         if create_graph:
             params = [p - lr * g for p, g in zip(params, grads)]
         else:
@@ -107,7 +140,7 @@ def sgd_unroll(
         logits_seen.append(logits.detach())
         losses.append(loss.detach())
     with torch.no_grad():
-        stats = summarise(logits_seen, ys[:steps], losses, grads, params)
+        stats = (summary or summarise)(logits_seen, ys[:steps], losses, grads, params)
     return params, stats
 
 
@@ -258,6 +291,69 @@ def summarise(
         grad_norm=grad_norm,
         finite=finite,
     )
+
+
+def summarise_batched(
+    logits_seen: list[torch.Tensor],
+    ys: torch.Tensor,
+    losses: list[torch.Tensor],
+    grads: tuple[torch.Tensor, ...],
+    params: list[torch.Tensor],
+) -> UnrollStats:
+    """:func:`summarise` per student of a batched unroll: every statistic is an ``[N]`` tensor."""
+    logits = torch.stack(logits_seen, 1)  # [N, K, B, C]
+    n = logits.shape[0]
+    logits = logits.reshape(n, -1, logits.shape[-1])
+    y = ys.transpose(0, 1).reshape(n, -1)
+    loss_value = torch.stack(losses, 1).mean(1)
+    if grads:
+        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.reshape(n, -1), dim=1) for g in grads], 1), dim=1)
+    else:
+        grad_norm = loss_value.new_zeros(n)
+    param_norm = torch.stack([torch.linalg.vector_norm(p.detach().reshape(n, -1), dim=1) for p in params], 1)
+    finite = torch.isfinite(loss_value) & torch.isfinite(param_norm).all(1) & torch.isfinite(grad_norm)
+    ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(n, -1)
+    return UnrollStats(
+        train_loss=ce.mean(1),
+        train_acc=(logits.argmax(dim=-1) == y).to(logits.dtype).mean(1),
+        loss_value=loss_value,
+        grad_norm=grad_norm,
+        finite=finite,
+    )
+
+
+def batched_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Per-student cross-entropy of ``[N, B, C]`` logits: ``[N]`` means (or sums)."""
+    ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
+    return ce.mean(1) if reduction == "mean" else ce.sum(1)
+
+
+@torch.no_grad()
+def evaluate_batched(
+    student: BatchedStudent,
+    params: list[torch.Tensor],
+    buffers: list[torch.Tensor],
+    take: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
+    n: int,
+    chunk: int = 1000,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`evaluate` for N students: ``take(start, stop)`` gives their ``[N, m, ...]`` inputs and
+    ``[N, m]`` labels (gathered chunk by chunk, so N copies of a split never sit in memory);
+    returns ``[N]`` float64 losses and accuracies."""
+    student.train(False)
+    try:
+        total_loss, correct = None, None
+        for start in range(0, n, chunk):
+            x, y = take(start, min(start + chunk, n))
+            logits = student(params, buffers, x)
+            loss = batched_cross_entropy(logits.double(), y, reduction="sum")
+            hits = (logits.argmax(dim=-1) == y).sum(1, dtype=torch.float64)
+            total_loss = loss if total_loss is None else total_loss + loss
+            correct = hits if correct is None else correct + hits
+    finally:
+        student.train(True)
+    assert total_loss is not None and correct is not None
+    return total_loss / n, correct / n
 
 
 @torch.no_grad()

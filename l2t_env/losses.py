@@ -133,7 +133,8 @@ class DynamicLossNetwork(LossFamily):
         weights = self.weights(phi)
         s = torch.sigmoid(logits)
         s_true = s.gather(1, targets[:, None]).expand_as(s)
-        other = torch.ones_like(s).scatter_(1, targets[:, None], 0.0)
+        # 1 off the true class; a comparison rather than scatter_, which vmap has no batching rule for
+        other = (targets[:, None] != torch.arange(s.shape[1], device=s.device)).to(s.dtype)
         w_in = weights[0]
         h = F.linear(torch.stack([s_true, s], dim=-1), w_in[:, :2], w_in[:, 2]) * other[..., None]
         for w in weights[1:]:
