@@ -14,6 +14,9 @@ order rotated from repeat to repeat), every env with the same seed:
 - ``l2t-dlf`` / ``l2t-dfm``: the same loop with ``L2TDLFTeacher()`` / ``L2TDFMTeacher()``: one
   look-ahead under the teacher's phi and its backward to the teacher, one Adam step, the commit
   (reusing that unroll), the reward's evaluation; DFM also one forward pass for its statistics.
+  One full-K look-ahead plus the same evaluation can never cost at most half of two look-ahead
+  iterations (``(U + E) / (2U + E) > 1/2``); ``l2t-dfm h=5`` (``horizon=5``) learns through the
+  first 5 of the K steps and commits with a plain K-step run.
 
 Three measures per variant, because a shared host's load swings wall times several-fold between
 repeats: wall time (median; and the median over repeats of the per-repeat ratio to the l2t-dln
@@ -44,15 +47,17 @@ from l2t_agents.evaluation import make_env  # noqa: E402
 from teacher_iteration import PlainLoop  # noqa: E402
 
 DEFAULT_TASKS = ("digits-mlp", "random-cifar10-resnet8")
-TEACHERS = ("l2t-dln", "l2t-dlf", "l2t-dfm")
-AIM = {"l2t-dfm": 0.5}  # at most this fraction of an l2t-dln iteration
+#: label -> (teacher, kwargs)
+TEACHERS = {"l2t-dln": ("l2t-dln", {}), "l2t-dlf": ("l2t-dlf", {}), "l2t-dfm": ("l2t-dfm", {}),
+            "l2t-dfm h=5": ("l2t-dfm", {"horizon": 5})}
+AIM = {"l2t-dfm": 0.5, "l2t-dfm h=5": 0.5}  # at most this fraction of an l2t-dln iteration
 
 
 class Run:
     """A teacher on its own env, advanced one iteration at a time."""
 
-    def __init__(self, name: str, task_name: str, args: argparse.Namespace) -> None:
-        self.teacher = make_teacher(name)
+    def __init__(self, name: str, kwargs: dict, task_name: str, args: argparse.Namespace) -> None:
+        self.teacher = make_teacher(name, **kwargs)
         task, extra = C.task_spec(task_name)
         self.env = make_env(self.teacher, task, device=args.device, **{**extra, **C.NO_TRUNCATION, **args.task_overrides})
         self.seed = args.seed
@@ -69,7 +74,7 @@ class Run:
 
 
 def bench(task_name: str, args: argparse.Namespace) -> dict:
-    runs = {name: Run(name, task_name, args) for name in TEACHERS}
+    runs = {label: Run(name, kwargs, task_name, args) for label, (name, kwargs) in TEACHERS.items()}
     core = runs["l2t-dln"].env.unwrapped
     plain = PlainLoop(core.student.module, core.config.lr)
     keys = ("plain", *TEACHERS)
