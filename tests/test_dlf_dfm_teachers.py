@@ -205,3 +205,20 @@ def test_bad_options_raise():
         L2TDFMTeacher(confidence_decay=1.0)
     with pytest.raises(ValueError, match=r"lr=0, expected > 0"):
         L2TDFMTeacher(lr=0)
+
+
+def test_dfm_shorter_horizon_learns_through_fewer_steps_and_commits_all_k():
+    teacher = L2TDFMTeacher(horizon=1)
+    env = tiny(teacher)
+    obs, _ = env.reset(seed=0)
+    teacher.reset(env)
+    twin = tiny(teacher)
+    twin.reset(seed=0)
+    w0 = torch.full((5,), 0.2, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(twin.unwrapped.unrolled_val_loss(w0, steps=1), w0)
+    w = teacher.act(obs)
+    assert torch.allclose(teacher.confidence, 0.1 * (-g / g.abs().max()))
+    _, _, _, _, info = env.step(w)
+    assert not info["reused_unroll"] and info["student_steps"] == TINY["unroll_steps"]
+    with pytest.raises(ValueError, match=r"horizon=0, expected None \(all K steps\) or >= 1"):
+        L2TDFMTeacher(horizon=0)
