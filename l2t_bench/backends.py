@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
 from l2t_bench.config import BenchConfig, RunSpec, import_modules
+from l2t_bench.numerics import is_pinned, pinned_environment
 from l2t_bench.progress import BenchProgress
 from l2t_bench.runner import (
     RunFailure,
@@ -154,14 +155,17 @@ class RayBackend:
         """Connect (or start a local Ray); True when this call started it and must shut it down."""
         if ray.is_initialized():
             return False
+        # a pinned driver (l2t bench --pin-numerics) pins its workers too, on every node
+        pins = {"runtime_env": {"env_vars": pinned_environment()}} if is_pinned() else {}
         if self.address:
-            ray.init(address=self.address)
+            ray.init(address=self.address, **pins)
         else:
-            ray.init(num_cpus=self.num_cpus, include_dashboard=False)
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False, **pins)
         return True
 
     def execute(self, cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver) -> None:
         on_done, on_fail, tensorboard = driver.on_done, driver.on_fail, driver.tensorboard
+        self.check_gpus(cfg, pending)
         ray = import_ray()
         started = self._init(ray)
         prepare_task, run_task = ray.remote(_remote_prepare), ray.remote(_remote_run)
@@ -222,6 +226,18 @@ class RayBackend:
         finally:
             if started:
                 ray.shutdown()
+
+    @staticmethod
+    def check_gpus(cfg: BenchConfig, pending: list[RunSpec]) -> None:
+        """Ray hides the GPUs from a task that asks for none: a CUDA device needs ``num_gpus`` per run."""
+        if not cfg.device.startswith("cuda"):
+            return
+        without = sorted({f"{r.task.label} / {r.teacher.label}" for r in pending if not cfg.run_resources(r).get("num_gpus")})
+        if without:
+            raise ValueError(
+                f"device={cfg.device!r}, but the runs of {without} ask Ray for no GPU, and Ray hides the GPUs from such "
+                f"tasks; give them resources: {{num_gpus: ...}} (fractions allowed, e.g. 0.25) or use device: cpu"
+            )
 
     @staticmethod
     def _describe(ray: Any, err: BaseException, cfg: BenchConfig) -> str:
