@@ -3,7 +3,9 @@
 Only the abstract is known (METHOD.md section 3): **every choice in this module is ours.**
 
 - **Statistics, not raw states** (``student_statistics``): from the current student's logits on
-  the next step's K training batches (``env.unwrapped.batch_logits()``, one forward pass) the
+  the first ``stats_batches`` (default 1, i.e. 25 samples) of the next step's K training batches
+  (``env.unwrapped.batch_logits``, one forward pass; a fraction 1/K of the batches keeps it cheap,
+  and the GRU integrates over steps) the
   per-sample cross-entropy's mean, spread (std) and skew, the mean prediction entropy (divided by
   log C), the mean and std of the margin ``p_y - max_{c != y} p_c`` and the error rate; from the
   env's student observation the progress, the train/validation gap (val CE - train CE), the
@@ -96,10 +98,14 @@ class L2TDFMConfig:
     min_keep: int = 1
     #: False: no selection, every metric keeps its softmax weight
     selection: bool = True
+    #: statistics from the first this many of the next K training batches
+    stats_batches: int = 1
     #: seed of the network's initial weights
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if int(self.stats_batches) < 1:
+            raise ValueError(f"l2t-dfm: stats_batches={self.stats_batches!r}, expected >= 1")
         if int(self.hidden) < 1:
             raise ValueError(f"l2t-dfm: hidden={self.hidden!r}, expected >= 1")
         if not 0 <= self.confidence_decay < 1:
@@ -150,7 +156,8 @@ class L2TDFMTeacher(LossSettingTeacher):
     def weights_for(self, obs: Any) -> torch.Tensor:
         """The metric weights for this step (graph to the GRU and head); advances the GRU's memory."""
         assert self.net is not None and self.hidden is not None, "call reset(env) first"
-        logits, y = self.env.unwrapped.batch_logits()
+        core = self.env.unwrapped
+        logits, y = core.batch_logits(min(self.config.stats_batches, core.config.unroll_steps))
         stats = student_statistics(logits, y, obs)
         scores, h = self.net(stats, self.hidden)
         self.hidden = h.detach()

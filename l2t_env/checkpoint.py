@@ -5,7 +5,8 @@ delegate here. The dict holds CPU tensors, numbers, strings, lists and dicts onl
 ``torch.save`` writes it and ``torch.load`` (``weights_only=True`` included) reads it back.
 
 It keeps: the student's parameters and buffers (BatchNorm running statistics), phi, the teaching
-step, the split (pool rows of train and val; the fixed validation subset is the first rows of val),
+step, the split (pool rows of train and val, a noisy task's drawn training labels; the fixed
+validation subset is the first rows of val),
 the batches already drawn for the next step, the batch samplers' permutations, positions and
 generators, the augmentation generator, the env's ``np_random``, the statistics the observation
 shows, the latest ``loss_grad`` and look-ahead (so a commit of the same phi reuses it, as it

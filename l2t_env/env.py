@@ -216,8 +216,9 @@ class L2TEnv(gym.Env):
       ``checkpoint_unroll=True`` the graph is one checkpointed node (first-order differentiable
       only: ``backward``/``autograd.grad`` once, no double backward through it).
     - ``commit_phi(phi)``: a full ``step`` that sets phi directly (no action bound).
-    - ``batch_logits()``: the current student's logits on the next step's K training batches (no
-      graph; train mode on copied buffers) and their labels, for teachers that summarise them.
+    - ``batch_logits(batches=None)``: the current student's logits on (the first ``batches`` of)
+      the next step's K training batches (no graph; train mode on copied buffers) and their
+      labels, for teachers that summarise them.
     A ``step`` or ``commit_phi`` to the phi of the most recent unroll reuses that unroll's student
     instead of recomputing it (``info["reused_unroll"]``).
 
@@ -474,17 +475,22 @@ class L2TEnv(gym.Env):
             raise ValueError(f"phi has shape {tuple(phi.shape)}, expected ({self.n_phi},)")
         return self._lookahead(phi, steps, measure or F.cross_entropy)
 
-    def batch_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The current student's logits on the next step's K training batches, and their labels.
+    def batch_logits(self, batches: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The current student's logits on the first ``batches`` (default all K) of the next step's
+        training batches, and their labels.
 
-        Flattened to ``[K*B, C]`` and ``[K*B]``, detached; BatchNorm runs in train mode (the mode
-        the taught loss sees) on copies of the buffers, so the student is not touched.
+        Flattened to ``[batches*B, C]`` and ``[batches*B]``, detached; BatchNorm runs in train mode
+        (the mode the taught loss sees) on copies of the buffers, so the student is not touched.
         """
         self._require_reset()
+        k = self.config.unroll_steps
+        n = k if batches is None else int(batches)
+        if not 1 <= n <= k:
+            raise ValueError(f"batches={batches!r}, expected 1..{k} (K = unroll_steps)")
         b = self._next
         with torch.no_grad():
-            logits = self.student(self.params, [buf.clone() for buf in self.buffers], b.x.flatten(0, 1))
-        return logits, b.y.flatten()
+            logits = self.student(self.params, [buf.clone() for buf in self.buffers], b.x[:n].flatten(0, 1))
+        return logits, b.y[:n].flatten()
 
     def _lookahead(self, phi: torch.Tensor, steps: int, measure: MeasureFn = F.cross_entropy) -> torch.Tensor:
         """The differentiable unroll behind both hooks; a full-K one is kept for reuse by the commit."""

@@ -40,7 +40,9 @@ def assert_same_info(a: dict, b: dict) -> None:
             assert a[key] == b[key], key
 
 
-@pytest.mark.parametrize("kwargs", [DIGITS, RESNET], ids=["digits-mlp", "resnet8-bn-augment"])
+@pytest.mark.parametrize(
+    "kwargs", [DIGITS, RESNET, {**DIGITS, "task": "digits-mlp-noisy"}], ids=["digits-mlp", "resnet8-bn-augment", "noisy-labels"]
+)
 def test_resumed_run_in_a_fresh_env_is_bit_identical(kwargs, tmp_path):
     env = gym.make("L2T-v0", **kwargs)
     obs, _ = env.reset(seed=3)

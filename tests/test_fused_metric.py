@@ -151,3 +151,7 @@ def test_batch_logits_reads_the_next_batches_without_touching_the_student():
     expected = core.student(core.params, core.buffers, core._next.x[1])
     assert torch.allclose(logits[8:16], expected)
     assert math.isfinite(float(logits.sum()))
+    first, y1 = core.batch_logits(batches=1)
+    assert torch.equal(first, logits[:8]) and torch.equal(y1, y[:8])
+    with pytest.raises(ValueError, match=r"batches=4, expected 1..3"):
+        core.batch_logits(batches=4)
