@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import traceback
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
 from l2t_bench.config import BenchConfig, RunSpec, import_modules
 from l2t_bench.progress import BenchProgress
 from l2t_bench.runner import (
-    batch_groups,
-    execute_batched,
     RunFailure,
     agent_path,
     agent_work,
+    batch_groups,
     checkpoint_path,
+    execute_batched,
     execute_run,
     pack_agent,
     prepare_agent,
@@ -37,26 +38,24 @@ from l2t_bench.runner import (
 
 BACKENDS = ("local", "ray")
 
-OnDone = Callable[[RunSpec, dict], None]
-OnFail = Callable[[RunFailure], None]
+@dataclass
+class Driver:
+    """The driver's side of a benchmark, which a backend reports to: each run exactly once, to
+    ``on_done`` (with its record) or to ``on_fail``."""
+
+    on_done: Callable[[RunSpec, dict], None]
+    on_fail: Callable[[RunFailure], None]
+    progress: BenchProgress
+    #: where SB3 training logs go (``--tensorboard``), or None
+    tensorboard: Optional[Path] = None
 
 
 class Backend(Protocol):
-    """Executes pending runs and reports each exactly once, to ``on_done`` or to ``on_fail``."""
+    """Executes the pending runs of a benchmark whose output folder is ``out``."""
 
     name: str
 
-    def execute(
-        self,
-        cfg: BenchConfig,
-        out: Path,
-        pending: list[RunSpec],
-        *,
-        on_done: OnDone,
-        on_fail: OnFail,
-        progress: BenchProgress,
-        tensorboard: Optional[Path] = None,
-    ) -> None: ...
+    def execute(self, cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver) -> None: ...
 
 
 def _one_line(err: BaseException) -> str:
@@ -69,17 +68,8 @@ class LocalBackend:
 
     name = "local"
 
-    def execute(
-        self,
-        cfg: BenchConfig,
-        out: Path,
-        pending: list[RunSpec],
-        *,
-        on_done: OnDone,
-        on_fail: OnFail,
-        progress: BenchProgress,
-        tensorboard: Optional[Path] = None,
-    ) -> None:
+    def execute(self, cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver) -> None:
+        on_done, on_fail, progress, tensorboard = driver.on_done, driver.on_fail, driver.progress, driver.tensorboard
         failed: dict[Path, str] = {}  # agents whose preparation failed: their other runs fail without retrying it
         for group in batch_groups(cfg, pending):
             if cfg.batches(group[0].teacher):  # the seeds of a batching teacher: one vector env, one record each
@@ -191,17 +181,8 @@ class RayBackend:
             ray.init(num_cpus=self.num_cpus, include_dashboard=False)
         return True
 
-    def execute(
-        self,
-        cfg: BenchConfig,
-        out: Path,
-        pending: list[RunSpec],
-        *,
-        on_done: OnDone,
-        on_fail: OnFail,
-        progress: BenchProgress,
-        tensorboard: Optional[Path] = None,
-    ) -> None:
+    def execute(self, cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver) -> None:
+        on_done, on_fail, tensorboard = driver.on_done, driver.on_fail, driver.tensorboard
         ray = import_ray()
         started = self._init(ray)
         prepare_task, run_task, batch_task = ray.remote(_remote_prepare), ray.remote(_remote_run), ray.remote(_remote_batch)
@@ -235,6 +216,7 @@ class RayBackend:
                         cfg, run, path.name, str(tensorboard) if tensorboard else None
                     )
                     in_flight[ref] = ("agent", path)
+                    driver.progress.note("{} ({} steps), as a Ray task".format(*agent_work(cfg, run)))
                 waiting[path].append(run)
             for path in waiting:
                 if path.exists():  # saved by an earlier invocation

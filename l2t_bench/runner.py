@@ -251,7 +251,7 @@ def run_bench(
     A run that fails is reported and does not stop the others; rerunning resumes with the runs
     still missing. ``live`` forces the progress bar on or off (default: on a terminal only).
     """
-    from l2t_bench.backends import LocalBackend
+    from l2t_bench.backends import Driver, LocalBackend
 
     backend = backend or LocalBackend()
     out = Path(out)
@@ -284,6 +284,5 @@ def run_bench(
             progress.failed(failure.run, failure.error)
 
         if pending:
-            backend.execute(cfg, out, pending, on_done=on_done, on_fail=on_fail, progress=progress,
-                            tensorboard=out / "tensorboard" if tensorboard else None)
+            backend.execute(cfg, out, pending, Driver(on_done, on_fail, progress, out / "tensorboard" if tensorboard else None))
     return BenchResult([done[r.key] for r in plan if r.key in done], failures)

@@ -27,17 +27,24 @@ class RaisingTeacher(FixedTeacher):
 
 @register_teacher("test-sigkill-once")
 class KillOnceTeacher(FixedTeacher):
-    """Kills its own process on the first action of the first attempt (a worker that dies), then acts as ``fixed``.
+    """Kills its own process at teaching step ``kill_at`` of the first attempt (a worker that dies
+    mid-run), then acts as ``fixed``.
 
-    ``marker``: a file created just before the kill; while it exists the teacher behaves.
+    ``marker``: a file created just before the kill; while it exists the teacher behaves, and
+    appends one line per action to ``marker + ".acts"`` (how many steps a retry ran).
     """
 
-    def __init__(self, marker: str) -> None:
+    def __init__(self, marker: str, kill_at: int = 0) -> None:
         super().__init__()
-        self.marker = Path(marker)
+        self.marker, self.kill_at = Path(marker), int(kill_at)
 
     def act(self, obs: Any) -> np.ndarray:
+        step = int(self.env.unwrapped.t)  # teaching steps taken so far
         if not self.marker.exists():
-            self.marker.touch()
-            os.kill(os.getpid(), signal.SIGKILL)
+            if step >= self.kill_at:
+                self.marker.touch()
+                os.kill(os.getpid(), signal.SIGKILL)
+        else:
+            with open(f"{self.marker}.acts", "a") as fh:
+                fh.write(f"{step}\n")
         return super().act(obs)

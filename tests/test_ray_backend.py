@@ -54,17 +54,25 @@ def _same_runs(a: list[dict], b: list[dict]) -> None:
 
 
 def test_smoke_through_ray_is_bit_equal_to_local(tmp_path):
+    """The smoke bench plus a pretrained entry (one episode, still learning on each seed)."""
     pytest.importorskip("stable_baselines3")
-    cfg = load_bench_config("smoke")
+    import yaml
+
+    from l2t_bench.config import resolve_config_path
+
+    raw = yaml.safe_load(resolve_config_path("smoke").read_text())
+    raw["teachers"].append({"name": "l2t-dln", "label": "l2t-dln-pre", "pretrain": {"seeds": [50], "episodes": 1, "online": True}})
+    cfg = load_bench_config(raw)
     local = run_bench(cfg, tmp_path / "local", quiet=True)
     remote = run_bench(cfg, tmp_path / "ray", backend=RayBackend(), quiet=True)
     assert not local.failures and not remote.failures
-    assert len(remote.records) == len(plan_runs(cfg)) == 2 * len(cfg.teachers)
+    assert len(remote.records) == len(plan_runs(cfg))
     _same_runs(local.records, remote.records)
     written = {r["key"]: r for r in read_runs(tmp_path / "ray" / "runs.jsonl")}  # in the order the runs finished
     assert written == {r["key"]: r for r in remote.records}  # the driver wrote every run, once
     agents = sorted(p.name for p in (tmp_path / "ray" / "agents").iterdir())
-    assert agents == sorted(p.name for p in (tmp_path / "local" / "agents").iterdir()) and len(agents) == 4
+    assert agents == sorted(p.name for p in (tmp_path / "local" / "agents").iterdir())
+    assert {r["agent"] for r in remote.records} - {None} == {f"agents/{name}" for name in agents}  # trained and pretrained
 
 
 def test_killed_worker_is_retried_and_the_bench_completes(tmp_path):
@@ -101,3 +109,19 @@ def test_raising_run_is_reported_and_the_others_finish(tmp_path, capsys):
     failed = [line for line in text.splitlines() if line.startswith("  digits-mlp|test-raises|")]
     assert len(failed) == 2 and all("RuntimeError: test-raises: this teacher always fails" in line for line in failed)
     assert f"retry them (finished runs are kept): l2t bench --config {cfg_file} --out {out} --backend ray" in text
+
+
+def test_killed_worker_resumes_from_its_checkpoint(tmp_path):
+    """checkpoint_every on Ray: the retried run continues from the killed attempt's checkpoint and
+    ends with the record of an uninterrupted run."""
+    marker = tmp_path / "killed-once"
+    teacher = {"name": "test-sigkill-once", "kwargs": {"marker": str(marker), "kill_at": 3}}
+    bench = {**TINY, "tasks": [{"name": "digits-mlp", "overrides": {"teaching_steps": 5}}], "teachers": [teacher], "checkpoint_every": 1}
+    result = run_bench(load_bench_config(bench), tmp_path / "ray", backend=RayBackend(), quiet=True)
+    assert marker.exists() and not result.failures
+    acts = Path(f"{marker}.acts").read_text().split()
+    assert acts == ["3", "4"]  # the retry started at teaching step 3, not 0
+    assert not list((tmp_path / "ray" / "checkpoints").glob("*.pt"))  # removed when the run ended
+    Path(f"{marker}.acts").unlink()
+    local = run_bench(load_bench_config({**bench, "checkpoint_every": None}), tmp_path / "local", quiet=True)
+    _same_runs(local.records, result.records)
