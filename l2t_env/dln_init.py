@@ -94,6 +94,10 @@ class CEFit:
     lr: float = 1e-3
     logit_std: float = 3.0
     target_scale: float = 2.0
+    #: weight of an extra penalty on each row's ``(dg/dz_y + dg/dz_j)^2``: the target's row sums are
+    #: zero (shifting all logits changes nothing), and a fitted DLN that misses this drifts every
+    #: logit of the student the same way until sigmoid saturates
+    balance: float = 0.0
 
     def __post_init__(self) -> None:
         for key in ("steps", "rows"):
@@ -104,6 +108,14 @@ class CEFit:
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"dln init fit: {key}={value!r}, expected a finite number > 0")
+        if isinstance(self.balance, bool) or not isinstance(self.balance, (int, float)) or not (
+            math.isfinite(self.balance) and self.balance >= 0
+        ):
+            raise ValueError(f"dln init fit: balance={self.balance!r}, expected a finite number >= 0")
+
+    def cache_key(self) -> list:
+        """The settings that name a fit (``balance`` only when set, so older caches stay valid)."""
+        return sorted((k, v) for k, v in asdict(self).items() if not (k == "balance" and v == 0))
 
 
 def make_fit(options: Union[dict, CEFit, None]) -> CEFit:
@@ -143,7 +155,7 @@ def fit_ce(
 
     ``score(phi, s)`` scores rows ``s = [s_y, s_j]`` ([N, 2]) with the DLN ``phi``.
     """
-    key_src = repr((tuple(map(tuple, shapes)), int(seed), sorted(asdict(fit).items()), "v1"))
+    key_src = repr((tuple(map(tuple, shapes)), int(seed), fit.cache_key(), "v1"))
     key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
     if key not in _MEMORY:
         n = sum(a * b for a, b in shapes)
@@ -167,6 +179,8 @@ def _fit(shapes, score, seed: int, fit: CEFit) -> torch.Tensor:
                 z = torch.randn(fit.rows, 2, generator=gen, dtype=torch.float64) * fit.logit_std
                 got = pair_logit_grads(lambda s: score(phi, s), z)
                 loss = (got - pairwise_logistic_grads(z, fit.target_scale)).pow(2).mean()
+                if fit.balance:
+                    loss = loss + fit.balance * got.sum(dim=1).pow(2).mean()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -251,7 +251,7 @@ def test_bad_files_and_options_raise(tmp_path):
     torch.save(torch.zeros(10), path)
     with pytest.raises(ValueError, match=r"short.pt.*10 values; expected"):
         DynamicLossNetwork(init=str(path))
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['step'\]; valid: \['logit_std', 'lr', 'rows', 'steps', 'target_scale'\]"):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['step'\]; valid: \['balance', 'logit_std', 'lr', 'rows', 'steps', 'target_scale'\]"):
         DynamicLossNetwork(init="ce", fit={"step": 5})
     with pytest.raises(ValueError, match=r"steps=0, expected a positive integer"):
         DynamicLossNetwork(init="ce", fit={"steps": 0})
@@ -282,3 +282,18 @@ def test_checkpoint_keeps_the_noisy_labels():
     assert torch.equal(a.y_train, b.y_train) and torch.equal(a.y_train_clean, b.y_train_clean)
     assert not torch.equal(b.y_train, b.y_train_clean)
     assert env.step(np.zeros(0, np.float32))[1] == other.step(np.zeros(0, np.float32))[1]
+
+
+def test_balance_penalty_evens_the_row_sums():
+    """``fit.balance`` pushes each row's logit derivatives to sum to zero, as the target's do."""
+    z = torch.randn(2048, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 3.0
+
+    def row_sum_error(fit: dict) -> float:
+        family = DynamicLossNetwork(init="ce", fit=fit)
+        phi = family.init_params(0, torch.device("cpu"), torch.float64)
+        return dln_init.pair_logit_grads(lambda s: family.score_pairs(phi, s), z).sum(dim=1).pow(2).mean().item()
+
+    plain, balanced = row_sum_error({"steps": 150, "rows": 128}), row_sum_error({"steps": 150, "rows": 128, "balance": 10.0})
+    assert balanced < 0.5 * plain, (plain, balanced)
+    with pytest.raises(ValueError, match=r"balance=-1.0, expected a finite number >= 0"):
+        DynamicLossNetwork(init="ce", fit={"balance": -1.0})
