@@ -108,7 +108,7 @@ def run_episodes(
             on_episode(i, record)
     return records
 
-def save_pretrained(teacher: Teacher, path: Any, records: Sequence[EpisodeRecord], wall_time: float) -> None:
+def save_pretrained(teacher: Teacher, path: Any, records: Sequence[EpisodeRecord], wall_time: Optional[float] = None) -> None:
     """Save the teacher as :meth:`~l2t_agents.base.BaseTeacher.save` does, plus what it was trained on
     (``meta``: episodes, per-episode task/seed/test accuracy, wall time); written atomically, so an
     interrupted run never leaves a half-written teacher to be reused."""

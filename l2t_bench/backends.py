@@ -183,6 +183,7 @@ class RayBackend:
 
     def execute(self, cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver) -> None:
         on_done, on_fail, tensorboard = driver.on_done, driver.on_fail, driver.tensorboard
+        self.check_gpus(cfg, pending)
         ray = import_ray()
         started = self._init(ray)
         prepare_task, run_task, batch_task = ray.remote(_remote_prepare), ray.remote(_remote_run), ray.remote(_remote_batch)
@@ -253,6 +254,18 @@ class RayBackend:
         finally:
             if started:
                 ray.shutdown()
+
+    @staticmethod
+    def check_gpus(cfg: BenchConfig, pending: list[RunSpec]) -> None:
+        """Ray hides the GPUs from a task that asks for none: a CUDA device needs ``num_gpus`` per run."""
+        if not cfg.device.startswith("cuda"):
+            return
+        without = sorted({f"{r.task.label} / {r.teacher.label}" for r in pending if not cfg.run_resources(r).get("num_gpus")})
+        if without:
+            raise ValueError(
+                f"device={cfg.device!r}, but the runs of {without} ask Ray for no GPU, and Ray hides the GPUs from such "
+                f"tasks; give them resources: {{num_gpus: ...}} (fractions allowed, e.g. 0.25) or use device: cpu"
+            )
 
     @staticmethod
     def _describe(ray: Any, err: BaseException, cfg: BenchConfig) -> str:

@@ -43,6 +43,8 @@ What ``--out DIR`` holds:
 - ``checkpoints/``: with ``checkpoint_every: N``, the running episode's env and teacher state,
   written atomically every N teaching steps; a rerun resumes a killed run from it (same final
   record) and deletes it when the run ends. Not part of a run's key.
+- ``failed_runs.json``: the runs that failed in the last invocation (key, error, traceback);
+  removed once a rerun has finished them all.
 - ``summary.csv``, ``summary.md``, ``val_curves.png``, ``test_acc.png``: across seeds, per
   (task, teacher); rebuilt from ``runs.jsonl`` alone with ``--summarise-only``.
 
@@ -83,7 +85,7 @@ from l2t_bench.plots import plot_test_acc, plot_val_curves
 from l2t_bench.records import FINAL_KEYS, RUNS_FILE, append_run, read_runs, repair_runs_file, run_record
 from l2t_bench.report import report, summary_table, write_summary
 from l2t_bench.backends import BACKENDS, LocalBackend, RayBackend, make_backend
-from l2t_bench.runner import BenchResult, RunFailure, agent_dir, execute_run, run_bench
+from l2t_bench.runner import FAILED_FILE, BenchResult, RunFailure, agent_dir, execute_run, run_bench
 from l2t_bench.stats import bootstrap_ci, iqm, paired_difference, summarise
 from l2t_env.config_files import builtin_names
 
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.summarise_only:
         console.print(f"bench wall time {time.perf_counter() - start:.0f} s")
     if failures:
-        report_failures(failures, retry_command(args, out), console)
+        report_failures(failures, out, retry_command(args, out), console)
         return 1
     return 0
 
@@ -202,9 +204,10 @@ def retry_command(args: argparse.Namespace, out: Path) -> str:
     return shlex.join(words)
 
 
-def report_failures(failures: list[RunFailure], command: str, console: Console) -> None:
+def report_failures(failures: list[RunFailure], out: Path, command: str, console: Console) -> None:
     """Which runs failed and why; they are not in runs.jsonl, so rerunning retries exactly them."""
     console.print(f"[red]{len(failures)} run(s) failed[/] (not in runs.jsonl; the summary above leaves them out):", highlight=False)
     for failure in failures:
         console.print(f"  {failure.key}: {failure.error}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"tracebacks: {out / FAILED_FILE}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"retry them (finished runs are kept): {command}", markup=False, highlight=False, soft_wrap=True)

@@ -16,9 +16,12 @@ import yaml
 from rich.console import Console
 
 from l2t_bench.config import BenchConfig, RunSpec, plan_runs, pretrain_hash, pretrain_tasks
-from l2t_bench.options import jsonable
+from l2t_bench.options import jsonable, write_json
 from l2t_bench.progress import BenchProgress
 from l2t_bench.records import RUNS_FILE, append_run, read_runs, repair_runs_file, run_record
+
+#: the runs that failed in the last invocation, with their tracebacks (removed once all have finished)
+FAILED_FILE = "failed_runs.json"
 
 if TYPE_CHECKING:
     from l2t_bench.backends import Backend
@@ -285,4 +288,9 @@ def run_bench(
 
         if pending:
             backend.execute(cfg, out, pending, Driver(on_done, on_fail, progress, out / "tensorboard" if tensorboard else None))
+    failed_file = out / FAILED_FILE
+    if failures:  # the tracebacks, for the runs the summary lists as failed
+        write_json(failed_file, [{"key": f.key, "error": f.error, "details": f.details} for f in failures])
+    elif pending:
+        failed_file.unlink(missing_ok=True)  # every run that was missing has now finished
     return BenchResult([done[r.key] for r in plan if r.key in done], failures)

@@ -4,6 +4,7 @@ the line per run without a terminal, and the config keys of the backends (resour
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def test_raising_run_is_reported_and_the_others_finish(tmp_path, capsys):
     retry = f"l2t bench --config {cfg} --out {out}"
     assert f"retry them (finished runs are kept): {retry}" in text
     assert (out / "summary.csv").is_file()  # the finished runs are summarised
+    failed = json.loads((out / "failed_runs.json").read_text())
+    assert [f["key"] for f in failed] == [line.split(":")[0].strip() for line in plan_keys]
+    assert all("Traceback" in f["details"] and "in act" in f["details"] for f in failed)
 
     # the retry command resumes: the finished runs are kept, only the failed ones run again
     before = (out / "runs.jsonl").read_text()
@@ -136,3 +140,15 @@ def test_backend_choice_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as on an install without the extra
     with pytest.raises(ImportError, match=r'pip install "l2t-env\[ray\]"'):
         import_ray()
+
+
+def test_ray_runs_on_cuda_must_ask_for_a_gpu():
+    pytest.importorskip("ray")
+    from l2t_bench.backends import RayBackend
+    from l2t_bench.config import plan_runs
+
+    cfg = load_bench_config({**TINY, "device": "cuda", "teachers": ["ce", {"name": "hypergrad", "resources": {"num_gpus": 0.5}}]})
+    with pytest.raises(ValueError, match=r"device='cuda', but the runs of \['digits-mlp / ce'\] ask Ray for no GPU"):
+        RayBackend.check_gpus(cfg, plan_runs(cfg))
+    cfg = load_bench_config({**TINY, "device": "cuda", "resources": {"num_gpus": 0.25}, "teachers": ["ce"]})
+    RayBackend.check_gpus(cfg, plan_runs(cfg))  # every run asks for a share of a GPU: accepted

@@ -109,6 +109,10 @@ def test_raising_run_is_reported_and_the_others_finish(tmp_path, capsys):
     failed = [line for line in text.splitlines() if line.startswith("  digits-mlp|test-raises|")]
     assert len(failed) == 2 and all("RuntimeError: test-raises: this teacher always fails" in line for line in failed)
     assert f"retry them (finished runs are kept): l2t bench --config {cfg_file} --out {out} --backend ray" in text
+    import json
+
+    details = {f["key"]: f["details"] for f in json.loads((out / "failed_runs.json").read_text())}
+    assert len(details) == 2 and all("test-raises: this teacher always fails" in d and "act" in d for d in details.values())
 
 
 def test_killed_worker_resumes_from_its_checkpoint(tmp_path):
