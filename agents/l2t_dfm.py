@@ -27,6 +27,8 @@ Only the abstract is known (METHOD.md section 3): **every choice in this module 
   after the next K unrolled student steps under ``w(psi)`` is differentiated back to the GRU and
   head, one Adam step (lr 1e-2: the head starts at zero and an episode is only ~100 steps); the
   commit reuses that unroll, so an iteration costs one differentiable unroll and its backward.
+  ``horizon=h < K`` learns through only the first h of the K steps (cheaper, more myopic); the
+  commit is then a plain K-step run.
 - Frozen mode (``learning = False``): no look-ahead, the confidences stay as learnt.
 """
 
@@ -100,10 +102,15 @@ class L2TDFMConfig:
     selection: bool = True
     #: statistics from the first this many of the next K training batches
     stats_batches: int = 1
+    #: student steps of the look-ahead the teacher learns through (None: all K, and the commit
+    #: reuses it); fewer make the iteration cheaper and the teacher's gradient more myopic
+    horizon: Optional[int] = None
     #: seed of the network's initial weights
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.horizon is not None and int(self.horizon) < 1:
+            raise ValueError(f"l2t-dfm: horizon={self.horizon!r}, expected None (all K steps) or >= 1")
         if int(self.stats_batches) < 1:
             raise ValueError(f"l2t-dfm: stats_batches={self.stats_batches!r}, expected >= 1")
         if int(self.hidden) < 1:
@@ -168,7 +175,7 @@ class L2TDFMTeacher(LossSettingTeacher):
         with torch.set_grad_enabled(self.learning):
             w = self.weights_for(obs)
         if self.learning:
-            g = self.learn(w).detach().to("cpu", torch.float64)
+            g = self.learn(w, horizon=self.config.horizon).detach().to("cpu", torch.float64)
             agreement = -g / g.abs().max().clamp_min(1e-30)
             d = self.config.confidence_decay
             assert self.confidence is not None

@@ -96,16 +96,19 @@ class LossSettingTeacher(BaseTeacher):
         move_optimizer_state(self.optimizer, core.device, core.dtype)
 
     # ------------------------------------------------------------------ learning
-    def learn(self, phi: torch.Tensor, measure: Any = None) -> torch.Tensor:
-        """One teacher update: the measure after the K-step look-ahead under ``phi`` (a function of the
+    def learn(self, phi: torch.Tensor, measure: Any = None, horizon: Optional[int] = None) -> torch.Tensor:
+        """One teacher update: the measure after the look-ahead under ``phi`` (a function of the
         network's weights), back to the weights, one Adam step. Returns ``d measure / d phi``.
 
-        The env keeps the unroll, so committing ``phi.detach()`` next costs no second run.
+        ``horizon``: student steps of the look-ahead (default all K). With all K the env keeps the
+        unroll, so committing ``phi.detach()`` next costs no second run; a shorter horizon costs a
+        fraction of the differentiable unroll plus a plain K-step commit.
         """
         assert self.net is not None and self.optimizer is not None
         core = self.env.unwrapped
         phi_leaf = phi.detach().requires_grad_(True)
-        value = core.unrolled_val_loss(phi_leaf, measure=measure)
+        steps = None if horizon is None else min(int(horizon), core.config.unroll_steps)
+        value = core.unrolled_val_loss(phi_leaf, steps=steps, measure=measure)
         (grad_phi,) = torch.autograd.grad(value, phi_leaf)
         self.optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward([phi], [grad_phi])

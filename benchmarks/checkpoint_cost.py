@@ -22,6 +22,7 @@ Smoke run:
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import tempfile
 from pathlib import Path
@@ -40,8 +41,6 @@ from _common import (  # noqa: E402
     timed,
     write_json,
 )
-
-import io  # noqa: E402
 
 import torch  # noqa: E402
 

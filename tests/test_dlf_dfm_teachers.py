@@ -110,16 +110,22 @@ def test_dfm_statistics_are_what_they_say():
     assert s["progress"] == 0.5 and s["val_train_gap"] == pytest.approx(0.5) and s["log_grad_norm"] == pytest.approx(1.0, rel=1e-6)
 
 
-def test_dfm_confidence_is_the_ema_of_gradient_agreement_and_selects():
-    teacher = L2TDFMTeacher(confidence_decay=0.9)
+def dfm_and_first_gradient(steps=None, **config):
+    """A fresh DFM teacher on a tiny env, and d(val CE)/dw at its first (uniform) weights, taken on
+    an identical twin env through a ``steps``-step look-ahead."""
+    teacher = L2TDFMTeacher(**config)
     env = tiny(teacher)
     obs, _ = env.reset(seed=0)
     teacher.reset(env)
-    # an identical env: the gradient of the val loss w.r.t. the first (uniform) weights
     twin = tiny(teacher)
     twin.reset(seed=0)
     w0 = torch.full((5,), 0.2, dtype=torch.float64, requires_grad=True)
-    (g,) = torch.autograd.grad(twin.unwrapped.unrolled_val_loss(w0), w0)
+    (g,) = torch.autograd.grad(twin.unwrapped.unrolled_val_loss(w0, steps=steps), w0)
+    return teacher, env, obs, w0, g
+
+
+def test_dfm_confidence_is_the_ema_of_gradient_agreement_and_selects():
+    teacher, env, obs, w0, g = dfm_and_first_gradient(confidence_decay=0.9)
     w = teacher.act(obs)
     assert torch.allclose(w, w0.detach())  # zero head: uniform over the kept (all) metrics
     assert torch.allclose(teacher.confidence, 0.1 * (-g / g.abs().max()))
@@ -205,3 +211,13 @@ def test_bad_options_raise():
         L2TDFMTeacher(confidence_decay=1.0)
     with pytest.raises(ValueError, match=r"lr=0, expected > 0"):
         L2TDFMTeacher(lr=0)
+
+
+def test_dfm_shorter_horizon_learns_through_fewer_steps_and_commits_all_k():
+    teacher, env, obs, _, g = dfm_and_first_gradient(steps=1, horizon=1)
+    w = teacher.act(obs)
+    assert torch.allclose(teacher.confidence, 0.1 * (-g / g.abs().max()))
+    _, _, _, _, info = env.step(w)
+    assert not info["reused_unroll"] and info["student_steps"] == TINY["unroll_steps"]
+    with pytest.raises(ValueError, match=r"horizon=0, expected None \(all K steps\) or >= 1"):
+        L2TDFMTeacher(horizon=0)

@@ -8,14 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 import l2t_env  # noqa: F401
 from l2t_agents import make_env, make_teacher, run_episode
-from l2t_bench.config import load_bench_config
+from l2t_bench.config import load_bench_config, plan_runs
 from l2t_bench.episodes import check_checkpoint_every, run_checkpointed_episode, save_atomic
 from l2t_bench.runner import checkpoint_path, run_bench
 
@@ -97,7 +96,7 @@ def test_bench_resumes_a_run_from_its_checkpoint_and_keeps_the_run_key(tmp_path)
     bench = {"tasks": [{"name": "digits-mlp", "overrides": TINY}], "teachers": ["l2t-dln"], "seeds": [3], "batch_seeds": False}
     plain = run_bench(load_bench_config(bench), tmp_path / "plain", quiet=True)
     cfg = load_bench_config({**bench, "checkpoint_every": 2})
-    (run,) = __import__("l2t_bench.config", fromlist=["plan_runs"]).plan_runs(cfg)
+    (run,) = plan_runs(cfg)
     assert run.key == plain[0]["key"]  # checkpointing does not change what a run is
     out = tmp_path / "ckpt"
     path = checkpoint_path(out, run)
@@ -142,3 +141,19 @@ def test_sigkilled_teach_resumes_to_the_uninterrupted_record(tmp_path):
     reference = json.loads(json.dumps(run_episode(env_, teacher, seed=1).to_dict()))  # as the JSON file holds it
     record.pop("wall_time"), reference.pop("wall_time")
     assert record == reference
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--checkpoint-every", "0"], "--checkpoint-every=0: expected an integer >= 1"),
+        (["--checkpoint-every", "2", "--episodes", "3"], "checkpoints one episode; got --episodes 3"),
+        (["--checkpoint", "x.pt"], "--checkpoint x.pt needs --checkpoint-every N"),
+    ],
+)
+def test_teach_checkpoint_flags_are_checked(tmp_path, capsys, flags, message):
+    from l2t_bench.cli import main
+
+    assert main(["teach", "--out", str(tmp_path), "--quiet", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
