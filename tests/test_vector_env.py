@@ -238,3 +238,8 @@ def test_flat_observations_match_the_single_env():
     single_obs, _ = single.reset(seed=0)
     assert obs.shape == (2, *single_obs.shape) and venv.observation_space.contains(obs)
     _close(obs[0], single_obs, "flat observation")
+
+
+def test_auto_batching_loops_convolutional_students_on_the_cpu():
+    assert make_vec(n=2, **{**_tiny_resnet_kwargs(), "lookahead": "off"}).unwrapped.batching == "loop"
+    assert make_vec(n=2, **{**DIGITS, "lookahead": "off"}).unwrapped.batching == "vmap"
