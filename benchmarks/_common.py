@@ -27,6 +27,7 @@ if str(REPO) not in sys.path:  # so that `python benchmarks/x.py` finds the repo
 import torch  # noqa: E402
 
 import l2t_env  # noqa: E402,F401  (registers L2T-v0)
+from l2t_bench.numerics import cpu_model  # noqa: E402
 from l2t_bench.options import parse_overrides  # noqa: E402
 from l2t_env.env import resolve_device  # noqa: E402
 from l2t_env.tasks import STUDENTS, available_tasks  # noqa: E402
@@ -145,24 +146,14 @@ def environment_info(device: str) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model(),
         "cuda": torch.version.cuda,
         "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def print_header(title: str, args: argparse.Namespace) -> dict:

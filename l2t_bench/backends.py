@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
 from l2t_bench.config import BenchConfig, RunSpec, import_modules
+from l2t_bench.numerics import is_pinned, pinned_environment
 from l2t_bench.progress import BenchProgress
 from l2t_bench.runner import (
     RunFailure,
@@ -175,10 +176,12 @@ class RayBackend:
         """Connect (or start a local Ray); True when this call started it and must shut it down."""
         if ray.is_initialized():
             return False
+        # a pinned driver (l2t bench --pin-numerics) pins its workers too, on every node
+        pins = {"runtime_env": {"env_vars": pinned_environment()}} if is_pinned() else {}
         if self.address:
-            ray.init(address=self.address)
+            ray.init(address=self.address, **pins)
         else:
-            ray.init(num_cpus=self.num_cpus, include_dashboard=False)
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False, **pins)
         return True
 
     def execute(self, cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver) -> None:

@@ -142,6 +142,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar (nor, without a terminal, the line per finished run)")
     p.add_argument("--backend", choices=BACKENDS, default="local", help="where runs execute: this process (default) or Ray tasks")
     p.add_argument("--address", help="with --backend ray: the cluster, 'auto' or ray://host:port (default: start a local Ray)")
+    p.add_argument("--pin-numerics", action="store_true",
+                   help="run in a process with CPU-independent kernels and one thread (l2t_bench/numerics.py), "
+                        "for bit-equal results across x86-64 CPUs with the same torch and numpy builds; "
+                        "one thread and up to ~1.6x slower per episode")
     p.set_defaults(func=run)
 
 
@@ -201,6 +205,8 @@ def retry_command(args: argparse.Namespace, out: Path) -> str:
         words += ["--backend", args.backend]
     if args.tensorboard:
         words.append("--tensorboard")
+    if getattr(args, "pin_numerics", False):
+        words.append("--pin-numerics")
     return shlex.join(words)
 
 

@@ -11,6 +11,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from l2t_bench.config import RunSpec
+from l2t_bench.numerics import numerics_record
 from l2t_bench.options import jsonable
 
 RUNS_FILE = "runs.jsonl"
@@ -85,6 +86,7 @@ def run_record(run: RunSpec, episode: Any, agent: Optional[str], agent_train_tim
         "teaching_steps": episode.steps,
         "diverged": episode.diverged,
         "device": device,
+        "numerics": numerics_record(),
         "agent": agent,
         "agent_train_time": agent_train_time,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -10,6 +10,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from l2t_bench.numerics import describe
 from l2t_bench.plots import _fmt, plot_test_acc, plot_val_curves
 from l2t_bench.stats import summarise
 
@@ -84,4 +85,6 @@ def report(records: Sequence[dict], out: Union[str, Path], reference: str = "ce"
     if console:
         console.print(summary_table(rows))
         console.print(f"wrote {csv_path}, {md_path}, {curves}, {bars}")
+        if numerics := describe(records):
+            console.print(numerics)
     return rows

@@ -16,6 +16,7 @@ import yaml
 from rich.console import Console
 
 from l2t_bench.config import BenchConfig, RunSpec, plan_runs, pretrain_hash, pretrain_tasks
+from l2t_bench.numerics import apply_pins_if_flagged
 from l2t_bench.options import jsonable, write_json
 from l2t_bench.progress import BenchProgress
 from l2t_bench.records import RUNS_FILE, append_run, read_runs, repair_runs_file, run_record
@@ -68,6 +69,7 @@ def prepare_agent(
 
     from l2t_agents import make_env, make_teacher
 
+    apply_pins_if_flagged()
     teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
     if run.teacher.trainable:
         teacher.train(
@@ -130,6 +132,8 @@ def execute_run(
     import l2t_env  # noqa: F401  (registers L2T-v0)
     from l2t_agents import make_env, make_teacher
     from l2t_bench.episodes import run_checkpointed_episode
+
+    apply_pins_if_flagged()  # a process (or Ray worker) started with pinned numerics sets torch's own switches
 
     teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
     train_time = None

@@ -163,7 +163,11 @@ class L2TEnv(gym.Env):
     ``reset(seed=s)`` draws, from ``s`` alone: the train/val split (and a noisy task's label
     noise), the student's initial weights, phi's initialisation (by default Kaiming-normal,
     fan_out; ``loss_kwargs={"init": ...}`` chooses another, see :mod:`l2t_env.dln_init`), the
-    batch order, and the augmentation. On CPU equal seeds and equal actions give bit-identical observations and rewards.
+    batch order, and the augmentation. On CPU equal seeds and equal actions give bit-identical
+    observations and rewards on the same machine, torch build and thread count (the spec's
+    ``nondeterministic=False``). Another CPU may pick other vector kernels (AVX2 / AVX-512) and
+    round differently; for bit-equal results across machines run with pinned numerics
+    (``l2t bench --pin-numerics``).
 
     ## Episode End
 
@@ -358,7 +362,10 @@ class L2TEnv(gym.Env):
 
     @property
     def nondeterministic(self) -> bool:
-        """True off the CPU, where GPU kernels may reorder floating-point sums between runs."""
+        """True off the CPU, where GPU kernels may reorder floating-point sums between runs.
+
+        False promises run-to-run bit equality on one machine and setup, not across CPUs.
+        """
         return self.device.type != "cpu"
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
