@@ -178,6 +178,7 @@ def execute_batched(cfg: BenchConfig, runs: list[RunSpec]) -> list[dict]:
     import l2t_env  # noqa: F401  (registers L2T-v0)
     from l2t_agents import make_teacher, make_vector_env, run_episodes
 
+    apply_pins_if_flagged()  # as execute_run: a pinned process's workers set torch's switches
     first = runs[0]
     teacher = make_teacher(first.teacher.name, **first.teacher.kwargs)
     env = make_vector_env(teacher, len(runs), first.task.name, device=cfg.device, **cfg.env_kwargs_for(first.teacher), **first.task.overrides)
