@@ -9,7 +9,7 @@ them), and two distributions installing one top-level name overwrite each other.
 """
 
 from l2t_agents.base import BaseTeacher, Teacher, available_teachers, make_teacher, register_teacher
-from l2t_agents.evaluation import EpisodeRecord, make_env, run_episode
+from l2t_agents.evaluation import EpisodeRecord, make_env, make_vector_env, run_episode, run_episodes
 
 __all__ = [
     "BaseTeacher",
@@ -18,6 +18,8 @@ __all__ = [
     "available_teachers",
     "make_env",
     "make_teacher",
+    "make_vector_env",
     "register_teacher",
     "run_episode",
+    "run_episodes",
 ]

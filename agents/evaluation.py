@@ -86,16 +86,28 @@ def run_episode(
     return record
 
 
+def _teacher_env_kwargs(teacher: Teacher, env_kwargs: dict) -> dict:
+    for key, value in teacher.env_kwargs.items():
+        if key in env_kwargs and env_kwargs[key] != value:
+            raise ValueError(f"teacher {teacher.name!r} needs {key}={value!r}, got {key}={env_kwargs[key]!r}")
+    return {**env_kwargs, **teacher.env_kwargs}
+
+
 def make_env(teacher: Teacher, task: Any = "digits-mlp", **env_kwargs: Any) -> gym.Env:
     """``gym.make("L2T-v0")`` with what the teacher needs (``teacher.env_kwargs``) under the caller's.
 
     A caller's keyword that contradicts the teacher's requirement raises rather than run a
     different experiment than asked for.
     """
-    for key, value in teacher.env_kwargs.items():
-        if key in env_kwargs and env_kwargs[key] != value:
-            raise ValueError(f"teacher {teacher.name!r} needs {key}={value!r}, got {key}={env_kwargs[key]!r}")
-    return gym.make("L2T-v0", task=task, **{**env_kwargs, **teacher.env_kwargs})
+    return gym.make("L2T-v0", task=task, **_teacher_env_kwargs(teacher, env_kwargs))
+
+
+def make_vector_env(teacher: Teacher, num_envs: int, task: Any = "digits-mlp", **env_kwargs: Any) -> gym.vector.VectorEnv:
+    """:func:`make_env`'s native vector env: ``num_envs`` students batched (``L2TVectorEnv``)."""
+    if not getattr(teacher, "batched", False):
+        raise ValueError(f"teacher {teacher.name!r} does not act on batches (its class has batched = False)")
+    kwargs = _teacher_env_kwargs(teacher, env_kwargs)
+    return gym.make_vec("L2T-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", task=task, **kwargs)
 
 
 def run_episodes(

@@ -28,7 +28,9 @@ from l2t_bench.runner import (
     RunFailure,
     agent_path,
     agent_work,
+    batch_groups,
     checkpoint_path,
+    execute_batched,
     execute_run,
     pack_agent,
     prepare_agent,
@@ -70,7 +72,20 @@ class LocalBackend:
     def execute(self, cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver) -> None:
         on_done, on_fail, progress, tensorboard = driver.on_done, driver.on_fail, driver.progress, driver.tensorboard
         failed: dict[Path, str] = {}  # agents whose preparation failed: their other runs fail without retrying it
-        for run in pending:
+        for group in batch_groups(cfg, pending):
+            if cfg.batches(group[0].teacher):  # the seeds of a batching teacher: one vector env, one record each
+                for run in group:
+                    progress.started(run)
+                try:
+                    records = execute_batched(cfg, group)
+                except Exception as err:
+                    for run in group:
+                        on_fail(RunFailure(run, _one_line(err), traceback.format_exc()))
+                    continue
+                for run, record in zip(group, records):
+                    on_done(run, record)
+                continue
+            run = group[0]
             progress.started(run)
             path = agent_path(out, cfg, run)
             if path is not None and path in failed:
@@ -137,6 +152,12 @@ def _remote_run(
         return execute_run(cfg, run, unpack_agent(agent_files, Path(tmp) / name), agent_label, ckpt)
 
 
+def _remote_batch(cfg: BenchConfig, runs: list[RunSpec]) -> list[dict]:
+    """Ray task: the seeds of a batching teacher as one vector-env run (``execute_batched``)."""
+    import_modules(cfg.imports)
+    return execute_batched(cfg, runs)
+
+
 class RayBackend:
     """Each run a Ray task on a cluster (``address``: ``auto``, ``ray://host:port``) or a local Ray.
 
@@ -168,7 +189,7 @@ class RayBackend:
         self.check_gpus(cfg, pending)
         ray = import_ray()
         started = self._init(ray)
-        prepare_task, run_task = ray.remote(_remote_prepare), ray.remote(_remote_run)
+        prepare_task, run_task, batch_task = ray.remote(_remote_prepare), ray.remote(_remote_run), ray.remote(_remote_batch)
         in_flight: dict[Any, tuple[str, Any]] = {}  # ref -> ("run", RunSpec) or ("agent", its path)
         waiting: dict[Path, list[RunSpec]] = defaultdict(list)  # the pending runs of each agent
 
@@ -185,7 +206,11 @@ class RayBackend:
                 submit(run, files_ref, str(path.relative_to(out)))
 
         try:
-            for run in pending:
+            for group in batch_groups(cfg, pending):
+                run = group[0]
+                if cfg.batches(run.teacher):  # the seeds of a batching teacher: one task, one vector env
+                    in_flight[batch_task.options(**options(run, f"{run.key} +{len(group) - 1} seeds")).remote(cfg, group)] = ("batch", group)
+                    continue
                 path = agent_path(out, cfg, run)
                 if path is None:
                     submit(run)
@@ -210,12 +235,18 @@ class RayBackend:
                         error, details = self._describe(ray, err, cfg), str(err)
                         if kind == "run":
                             on_fail(RunFailure(item, error, details))
+                        elif kind == "batch":
+                            for run in item:
+                                on_fail(RunFailure(run, error, details))
                         else:
                             for run in waiting[item]:
                                 on_fail(RunFailure(run, f"preparing its agent failed: {error}", details))
                         continue
                     if kind == "run":
                         on_done(item, result)
+                    elif kind == "batch":
+                        for run, record in zip(item, result):
+                            on_done(run, record)
                     else:
                         unpack_agent(result, item)
                         submit_runs(item, result)

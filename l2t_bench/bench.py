@@ -15,6 +15,7 @@ A benchmark config (YAML; ``configs/bench/quick.yaml`` is the worked example)::
     device: auto
     reference: ce                     # paired differences are taken against this teacher
     checkpoint_every: 100             # optional: checkpoint each episode every 100 teaching steps
+    batch_seeds: true                 # default: a batching teacher's seeds as one vector-env run
 
 Each run is ``run_episode`` with a fresh teacher: ``l2t-dln`` learns online on that seed, as in
 the paper; a trainable teacher (one with ``train``: the SB3 agents) is trained once per task on
@@ -25,6 +26,13 @@ from ``seeds``) and ``tasks`` (bench task labels or task names; default the eval
 reset per episode; it is saved under ``DIR/agents/pretrained__*.pt`` (reused by every row and rerun
 with the same teacher, kwargs and pretraining) and evaluated on each seed frozen, or still learning
 with ``online: true``. Give such entries a ``label`` so fresh, frozen and online are separate rows.
+
+With ``batch_seeds: true`` (the default) the pending seeds of a fresh teacher that acts on batches
+(``ce``, ``fixed``, ``random``, ``hypergrad``, ``l2t-dln``: ``batched = True``) run as one native
+vector env (:func:`l2t_agents.run_episodes`, N students trained together), still one record per
+seed; a rerun runs the missing seeds as a smaller batch. Batched and one-by-one runs agree to
+float32 rounding, not bit for bit, so ``batch_seeds`` is part of those runs' keys. Such a batch
+writes no mid-episode checkpoints (``checkpoint_every`` applies to the runs made one by one).
 
 What ``--out DIR`` holds:
 

@@ -22,6 +22,7 @@ from l2t_env.config_files import builtin_names, config_dir, read_yaml
 BENCH_KEYS = (
     "name", "description", "tasks", "teachers", "seeds", "train_seeds", "train_timesteps",
     "task_overrides", "env_kwargs", "device", "reference", "checkpoint_every", "resources", "max_retries", "imports",
+    "batch_seeds",
 )
 TASK_ENTRY_KEYS = ("name", "label", "overrides", "resources")
 TEACHER_ENTRY_KEYS = ("name", "label", "kwargs", "env_kwargs", "pretrain", "resources")
@@ -60,6 +61,8 @@ class TeacherSpec:
     pretrain: Optional["PretrainSpec"] = None
     #: Ray resources of each run of this teacher; over the task's
     resources: dict = field(default_factory=dict)
+    #: a fresh teacher (not trained or pretrained) that acts on a native vector env
+    batched: bool = False
 
 
 @dataclass
@@ -98,6 +101,9 @@ class BenchConfig:
     imports: list[str] = field(default_factory=list)
     #: write a mid-episode checkpoint every N teaching steps (None: none); not part of a run's key
     checkpoint_every: Optional[int] = None
+    #: run the seeds of a (task, teacher) whose teacher acts on batches as one vector env (the local
+    #: backend); part of those runs' keys, as batched and one-by-one results differ in the last bits
+    batch_seeds: bool = True
     raw: dict = field(default_factory=dict)
     #: run only these task / teacher labels (``l2t bench --tasks/--teachers``); None = all
     only_tasks: Optional[list[str]] = None
@@ -111,6 +117,10 @@ class BenchConfig:
                 raise ValueError(f"no {what} labelled {unknown} in bench {self.name!r}; valid: {[s.label for s in specs]}")
         self.only_tasks = list(tasks) if tasks else None
         self.only_teachers = list(teachers) if teachers else None
+
+    def batches(self, teacher: TeacherSpec) -> bool:
+        """Whether this teacher's seeds run as one batched vector-env run."""
+        return self.batch_seeds and teacher.batched
 
     def env_kwargs_for(self, teacher: TeacherSpec) -> dict:
         """The env arguments of this teacher's runs: the bench's, then the teacher entry's."""
@@ -315,6 +325,7 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
                 default_timesteps=getattr(probe, "n_timesteps", None) if trainable else None,
                 pretrain=pretrain,
                 resources=_resources(e.get("resources"), f"teacher {e['name']!r}: "),
+                batched=bool(getattr(probe, "batched", False)) and not trainable and pretrain is None,
             )
         )
     _unique_labels(teachers, "teacher")
@@ -362,8 +373,15 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
         max_retries=max_retries,
         imports=list(imports),
         checkpoint_every=check_checkpoint_every(raw.get("checkpoint_every"), "bench config: checkpoint_every"),
+        batch_seeds=_flag(raw.get("batch_seeds", True), "batch_seeds"),
         raw=raw,
     )
+
+
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"bench config: {key}={value!r}, expected true or false")
+    return value
 
 
 def config_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> str:
@@ -379,6 +397,8 @@ def config_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> str:
         what.update(hyperparams=teacher.hyperparams, train_seeds=cfg.train_seeds, train_timesteps=cfg.timesteps(teacher))
     if teacher.pretrain is not None:
         what.update(pretrain=pretrain_hash(cfg, task, teacher), online=teacher.pretrain.online)
+    if cfg.batches(teacher):
+        what["batch_seeds"] = True
     blob = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 

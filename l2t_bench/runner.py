@@ -161,6 +161,34 @@ def execute_run(
     return run_record(run, episode, agent_label, train_time, str(env.unwrapped.device))
 
 
+def batch_groups(cfg: BenchConfig, runs: list[RunSpec]) -> list[list[RunSpec]]:
+    """The runs grouped for execution: the pending seeds of a (task, teacher) that
+    :meth:`BenchConfig.batches` together, every other run alone; in plan order of first runs."""
+    groups: dict[Any, list[RunSpec]] = {}
+    for run in runs:
+        key = (run.task.label, run.teacher.label, run.config_hash) if cfg.batches(run.teacher) else run.key
+        groups.setdefault(key, []).append(run)
+    return list(groups.values())
+
+
+def execute_batched(cfg: BenchConfig, runs: list[RunSpec]) -> list[dict]:
+    """The seeds of one (task, teacher) as one run of the native vector env: the teacher acts on
+    the batch of students (:func:`l2t_agents.run_episodes`); one record per seed, as
+    :func:`execute_run` writes it (``wall_time``: the batched run's divided by the seeds)."""
+    import l2t_env  # noqa: F401  (registers L2T-v0)
+    from l2t_agents import make_teacher, make_vector_env, run_episodes
+
+    apply_pins_if_flagged()  # as execute_run: a pinned process's workers set torch's switches
+    first = runs[0]
+    teacher = make_teacher(first.teacher.name, **first.teacher.kwargs)
+    env = make_vector_env(teacher, len(runs), first.task.name, device=cfg.device, **cfg.env_kwargs_for(first.teacher), **first.task.overrides)
+    try:
+        episodes = run_episodes(env, teacher, [run.seed for run in runs])
+    finally:
+        env.close()
+    return [run_record(run, episode, None, None, str(env.unwrapped.device)) for run, episode in zip(runs, episodes)]
+
+
 def pack_agent(path: Path) -> dict[str, bytes]:
     """A saved agent (a file or a folder) as ``{path relative to its parent: bytes}``, to ship to a worker."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())

@@ -6,7 +6,8 @@ init, phi init, batch order, augmentation); with ``batching="vmap"`` the N stude
 losses and the look-ahead hypergradient run as one ``torch.func.vmap`` computation over stacked
 parameters, so the per-operation overhead that dominates small students is paid once, not N times.
 ``batching="loop"`` steps N single envs one after another (any module, every option), and
-``"auto"`` picks vmap unless the student cannot be vmapped or an option needs the loop.
+``"auto"`` picks vmap unless the student cannot be vmapped, an option needs the loop, or the
+student is convolutional on the CPU (where vmapped convolutions measured slower than the loop).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class L2TVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         if batching == "auto":
-            batching = "loop" if tpl.checkpoint_unroll or not _vmappable(tpl) else "vmap"
+            batching = "loop" if tpl.checkpoint_unroll or _conv_on_cpu(tpl) or not _vmappable(tpl) else "vmap"
         elif batching == "vmap" and tpl.checkpoint_unroll:
             raise ValueError("checkpoint_unroll=True needs batching='loop' (its backward is per student)")
         self.batching = batching
@@ -252,6 +253,16 @@ class L2TVectorEnv(VectorEnv):
 
 
 # ---------------------------------------------------------------------- helpers
+def _conv_on_cpu(env: L2TEnv) -> bool:
+    """A convolutional student on the CPU: vmapped (grouped) convolutions and their backward ran
+    3-5x slower than N single students there (``benchmarks/vector_env.py``, ResNet-8), so
+    ``"auto"`` loops; ``batching="vmap"`` still batches them."""
+    if env.device.type != "cpu":
+        return False
+    module = build_student(env.config, env.raw.input_shape, env.raw.num_classes, 0)
+    return any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in module.modules())
+
+
 def _vmappable(env: L2TEnv) -> bool:
     """Whether the task's student and loss family survive a vmapped forward and the double backward
     of a look-ahead (``"auto"``); two students on two examples."""

@@ -92,7 +92,8 @@ def test_half_written_checkpoint_is_ignored_and_bad_every_raises(tmp_path):
 
 
 def test_bench_resumes_a_run_from_its_checkpoint_and_keeps_the_run_key(tmp_path):
-    bench = {"tasks": [{"name": "digits-mlp", "overrides": TINY}], "teachers": ["l2t-dln"], "seeds": [3]}
+    # one-by-one runs: a batch of seeds (batch_seeds) writes no mid-episode checkpoints
+    bench = {"tasks": [{"name": "digits-mlp", "overrides": TINY}], "teachers": ["l2t-dln"], "seeds": [3], "batch_seeds": False}
     plain = run_bench(load_bench_config(bench), tmp_path / "plain", quiet=True)
     cfg = load_bench_config({**bench, "checkpoint_every": 2})
     (run,) = plan_runs(cfg)

@@ -230,6 +230,8 @@ def test_teacher_env_kwargs_reach_that_teachers_envs_only(tmp_path, monkeypatch)
     seen = []
     real = l2t_agents.make_env
     monkeypatch.setattr(l2t_agents, "make_env", lambda t, task, **kw: seen.append(kw) or real(t, task, **kw))
+    real_vec = l2t_agents.make_vector_env  # the seeds of a batching teacher (batch_seeds) share one vector env
+    monkeypatch.setattr(l2t_agents, "make_vector_env", lambda t, n, task, **kw: seen.append(kw) or real_vec(t, n, task, **kw))
     raw = {
         "tasks": [{"name": "digits-mlp", "overrides": {**TINY, "teaching_steps": 1}}],
         "teachers": ["fixed", {"name": "fixed", "label": "fixed (small dln)", "env_kwargs": {"loss_kwargs": {"hidden": [8]}}}],

@@ -229,3 +229,17 @@ def test_noisy_labels_follow_single_envs():
         results = [env.step(actions[i]) for i, env in enumerate(singles)]
     _close(obs["student"], np.stack([r[0]["student"] for r in results]), "noisy-label student obs")
     _close(info["final"]["train_loss"], [r[4]["final"]["train_loss"] for r in results], "noisy-label final train loss")
+
+
+def test_flat_observations_match_the_single_env():
+    kwargs = dict(DIGITS, teaching_steps=2, observation_mode="flat")
+    venv, single = make_vec(n=2, **kwargs), gym.make("L2T-v0", **kwargs)
+    obs, _ = venv.reset(seed=0)
+    single_obs, _ = single.reset(seed=0)
+    assert obs.shape == (2, *single_obs.shape) and venv.observation_space.contains(obs)
+    _close(obs[0], single_obs, "flat observation")
+
+
+def test_auto_batching_loops_convolutional_students_on_the_cpu():
+    assert make_vec(n=2, **{**_tiny_resnet_kwargs(), "lookahead": "off"}).unwrapped.batching == "loop"
+    assert make_vec(n=2, **{**DIGITS, "lookahead": "off"}).unwrapped.batching == "vmap"
