@@ -48,14 +48,18 @@ def plot_paired(records: list[dict], reference: str, path: Path) -> Path:
     fig, axes = _figure(len(tasks), width=5.5, height=4.8)
     for ax, task in zip(axes, tasks):
         ref = {r["seed"]: r["test_acc"] for r in groups.get((task, reference), [])}
+        seen: list[float] = []
         for teacher in teachers:
             pairs = [(ref[r["seed"]], r["test_acc"]) for r in groups.get((task, teacher), [])
                      if r["seed"] in ref and r["test_acc"] is not None and ref[r["seed"]] is not None]
             if pairs:
                 x, y = zip(*pairs)
+                seen += [*x, *y]
                 ax.scatter(x, y, s=18, color=colours[teacher], label=teacher, alpha=0.8)
-        lo = min([0.0] + [c.get_offsets()[:, :].min() for c in ax.collections if len(c.get_offsets())])
+        lo = max(0.0, min(seen, default=0.0) - 0.02)  # zoom on the data: the diagonal is what matters
         ax.plot([lo, 1], [lo, 1], color="grey", lw=0.8, ls="--")
+        ax.set_xlim(lo, 1)
+        ax.set_ylim(lo, 1)
         ax.set_xlabel(f"{reference}: final test accuracy (same seed)")
         ax.set_ylabel("teacher: final test accuracy")
         ax.set_title(f"{task}: per seed, vs {reference}")
