@@ -251,8 +251,8 @@ class L2TEnv(gym.Env):
     runs the students, the loss family and the look-ahead hypergradient through ``torch.func.vmap``;
     ``batching="loop"`` steps N single envs in turn (any module, ``checkpoint_unroll``);
     ``"auto"`` (default) takes vmap unless the student fails a vmapped double-backward probe, an
-    option needs the loop, or the student is convolutional on the CPU (vmapped convolutions ran
-    3-5x slower than the loop there; ``batching="vmap"`` forces them). ``vectorization_mode="sync"`` still works as for any env.
+    option needs the loop, or the student is convolutional on the CPU (vmapped convolutions gained
+    nothing consistent there; ``batching="vmap"`` forces them). ``vectorization_mode="sync"`` still works as for any env.
 
     ## Version History
 

@@ -7,7 +7,7 @@ losses and the look-ahead hypergradient run as one ``torch.func.vmap`` computati
 parameters, so the per-operation overhead that dominates small students is paid once, not N times.
 ``batching="loop"`` steps N single envs one after another (any module, every option), and
 ``"auto"`` picks vmap unless the student cannot be vmapped, an option needs the loop, or the
-student is convolutional on the CPU (where vmapped convolutions measured slower than the loop).
+student is convolutional on the CPU (where vmapped convolutions gained nothing consistent).
 """
 
 from __future__ import annotations
@@ -254,9 +254,9 @@ class L2TVectorEnv(VectorEnv):
 
 # ---------------------------------------------------------------------- helpers
 def _conv_on_cpu(env: L2TEnv) -> bool:
-    """A convolutional student on the CPU: vmapped (grouped) convolutions and their backward ran
-    3-5x slower than N single students there (``benchmarks/vector_env.py``, ResNet-8), so
-    ``"auto"`` loops; ``batching="vmap"`` still batches them."""
+    """A convolutional student on the CPU: vmapped (grouped) convolutions gained nothing consistent
+    over N single students there (``benchmarks/vector_env.py``, ResNet-8: 0.65x-1.3x on an idle
+    2-core host, 0.2x-0.3x on a loaded one), so ``"auto"`` loops; ``batching="vmap"`` batches them."""
     if env.device.type != "cpu":
         return False
     module = build_student(env.config, env.raw.input_shape, env.raw.num_classes, 0)
