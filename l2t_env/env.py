@@ -531,6 +531,8 @@ class L2TEnv(gym.Env):
 
     def loss_gradient(self) -> torch.Tensor:
         """Stage 1: d(val CE after the look-ahead)/d(phi) at the current phi (the ``loss_grad`` obs)."""
+        if self._phi.numel() == 0:  # a family without parameters (``ce``): nothing to differentiate
+            return torch.zeros_like(self._phi)
         phi = self._phi.detach().requires_grad_(True)
         steps = self.lookahead_steps or self.config.unroll_steps
         (grad,) = torch.autograd.grad(self._lookahead(phi, steps), phi)

@@ -350,3 +350,13 @@ def test_env_runs_on_cuda_and_says_it_is_nondeterministic():
     assert env.unwrapped.phi.device.type == "cuda" and env.spec.nondeterministic
     obs, reward, *_ = env.step(np.zeros(5000, np.float32))
     assert env.observation_space.contains(obs) and np.isfinite(reward)
+
+
+def test_parameterless_loss_with_lookahead_steps():
+    """loss="ce" has no phi: the default look-ahead gives an empty loss_grad instead of failing in autograd."""
+    env = gym.make("L2T-v0", loss="ce", teaching_steps=2)
+    obs, _ = env.reset(seed=0)
+    assert obs["loss_grad"].shape == (0,) and obs["loss_params"].shape == (0,)
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert np.isfinite(reward) and not terminated
+    assert obs["loss_grad"].shape == (0,)
