@@ -82,6 +82,27 @@ class _Unroll:
     stats: UnrollStats
 
 
+
+def as_action_tensor(action: Any, shape: tuple, device: torch.device, dtype: torch.dtype, noun: str, meaning: str) -> torch.Tensor:
+    """An action (tensor or array) as a float tensor on the env's device, after checking shape and dtype.
+
+    ``noun`` starts the messages ("action has", "actions have"); ``meaning`` says what the shape is.
+    Shared by the single and the vector env, so both reject bad input with the same words.
+    """
+    if isinstance(action, torch.Tensor):
+        if tuple(action.shape) != shape:
+            raise ValueError(f"{noun} shape {tuple(action.shape)}, expected {shape} ({meaning})")
+        if not action.is_floating_point():
+            raise TypeError(f"{noun} dtype {action.dtype}, expected a float tensor of shape {shape}")
+        return action.detach().to(device=device, dtype=dtype)
+    arr = np.asarray(action)
+    if arr.shape != shape:
+        raise ValueError(f"{noun} shape {arr.shape}, expected {shape} ({meaning})")
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{noun} dtype {arr.dtype}, expected float32 of shape {shape}")
+    return torch.as_tensor(arr).to(device=device, dtype=dtype)
+
+
 class L2TEnv(gym.Env):
     """
     ## Description
@@ -540,20 +561,7 @@ class L2TEnv(gym.Env):
 
     # ------------------------------------------------------------------ stepping
     def _validate_action(self, action: Any) -> torch.Tensor:
-        shape = self.action_space.shape
-        if isinstance(action, torch.Tensor):
-            if tuple(action.shape) != shape:
-                raise ValueError(f"action has shape {tuple(action.shape)}, expected {shape} ({self._action_meaning()})")
-            if not action.is_floating_point():
-                raise TypeError(f"action has dtype {action.dtype}, expected a float tensor of shape {shape}")
-            a = action.detach().to(device=self.device, dtype=self.dtype)
-        else:
-            arr = np.asarray(action)
-            if arr.shape != shape:
-                raise ValueError(f"action has shape {arr.shape}, expected {shape} ({self._action_meaning()})")
-            if arr.dtype.kind != "f":
-                raise TypeError(f"action has dtype {arr.dtype}, expected float32 of shape {shape}")
-            a = torch.as_tensor(arr).to(device=self.device, dtype=self.dtype)
+        a = as_action_tensor(action, self.action_space.shape, self.device, self.dtype, "action has", self._action_meaning())
         if a.numel():
             bad = ~torch.isfinite(a)
             if bool(bad.any()):

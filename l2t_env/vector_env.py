@@ -24,7 +24,7 @@ from gymnasium.vector.utils import batch_space
 from torch.func import vmap
 
 from l2t_env.data import IndexStream, split_indices, split_sizes
-from l2t_env.env import _STUDENT_HIGH, _STUDENT_LOW, VECTOR_BOUND, L2TEnv
+from l2t_env.env import _STUDENT_HIGH, _STUDENT_LOW, VECTOR_BOUND, L2TEnv, as_action_tensor
 from l2t_env.functional import (
     BatchedStudent,
     UnrollStats,
@@ -226,20 +226,7 @@ class L2TVectorEnv(VectorEnv):
             raise RuntimeError("call reset() before step()")
 
     def _validate_actions(self, actions: Any) -> torch.Tensor:
-        shape = self.action_space.shape
-        if isinstance(actions, torch.Tensor):
-            if tuple(actions.shape) != shape:
-                raise ValueError(f"actions have shape {tuple(actions.shape)}, expected {shape} (one row per sub-env)")
-            if not actions.is_floating_point():
-                raise TypeError(f"actions have dtype {actions.dtype}, expected a float tensor of shape {shape}")
-            a = actions.detach().to(device=self.device, dtype=self.dtype)
-        else:
-            arr = np.asarray(actions)
-            if arr.shape != shape:
-                raise ValueError(f"actions have shape {arr.shape}, expected {shape} (one row per sub-env)")
-            if arr.dtype.kind != "f":
-                raise TypeError(f"actions have dtype {arr.dtype}, expected float32 of shape {shape}")
-            a = torch.as_tensor(arr).to(device=self.device, dtype=self.dtype)
+        a = as_action_tensor(actions, self.action_space.shape, self.device, self.dtype, "actions have", "one row per sub-env")
         if a.numel():
             bad = ~torch.isfinite(a)
             if bool(bad.any()):
