@@ -51,16 +51,17 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
-from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize
 
 from l2t_agents.base import BaseTeacher, register_teacher
-from l2t_agents.evaluation import make_env
+from l2t_agents.evaluation import _teacher_env_kwargs, make_env
+from l2t_agents.sb3_vec import SB3VecEnv
 from l2t_env.config_files import config_dir, read_yaml
 
 ENV_ID = "L2T-v0"
 OBSERVATIONS = ("summary", "full")
 #: YAML keys this module interprets itself; every other key goes to the algorithm's constructor.
-ZOO_KEYS = ("n_timesteps", "policy", "n_envs", "normalize", "policy_kwargs", "observation", "noise_type", "noise_std")
+ZOO_KEYS = ("n_timesteps", "policy", "n_envs", "vector_env", "normalize", "policy_kwargs", "observation", "noise_type", "noise_std")
 NORMALIZE_KEYS = ("norm_obs", "norm_reward", "clip_obs", "clip_reward", "epsilon", "norm_obs_keys")
 NOISES = {"normal": NormalActionNoise, "ornstein-uhlenbeck": OrnsteinUhlenbeckActionNoise}
 _NOT_FROM_CONFIG = ("self", "policy", "env", "tensorboard_log", "_init_setup_model", "action_noise", "seed")
@@ -93,8 +94,8 @@ def summary_space(student_space: spaces.Box, n_layers: int) -> spaces.Dict:
     )
 
 
-def env_groups(env: gym.Env) -> list[list]:
-    """The env's action groups (one per DLN layer) as JSON-able ``[name, start, stop]``."""
+def env_groups(env: Union[gym.Env, gym.vector.VectorEnv]) -> list[list]:
+    """The env's (or vector env's) action groups (one per DLN layer) as JSON-able ``[name, start, stop]``."""
     return [[name, s.start, s.stop] for name, s in env.unwrapped.groups]
 
 
@@ -255,6 +256,8 @@ class SB3Teacher(BaseTeacher):
             raise ValueError(f"{self.name}: unknown hyper-parameter(s) {unknown}; valid: {valid}")
         if hp.get("observation", "summary") not in OBSERVATIONS:
             raise ValueError(f"{self.name}: observation={hp['observation']!r}; valid: {list(OBSERVATIONS)}")
+        if not isinstance(hp.get("vector_env", False), bool):
+            raise ValueError(f"{self.name}: vector_env={hp['vector_env']!r}; expected true or false")
         if hp.get("noise_type") is not None and hp["noise_type"] not in NOISES:
             raise ValueError(f"{self.name}: noise_type={hp['noise_type']!r}; valid: {sorted(NOISES)}")
         self._normalize_kwargs(hp.get("normalize", False))
@@ -294,6 +297,20 @@ class SB3Teacher(BaseTeacher):
             env = LayerSummary(env)
         return Monitor(env)
 
+    def _train_vector_env(self, task: Any, seeds: Sequence[int], n_envs: int, env_kwargs: dict) -> tuple[VecEnv, list]:
+        """``vector_env: true``: the ``n_envs`` students as one ``L2TVectorEnv`` behind :class:`SB3VecEnv`,
+        seeded and observed as :meth:`_train_env`'s ``DummyVecEnv`` sub-envs are."""
+        kwargs = _teacher_env_kwargs(self, env_kwargs)
+        venv = gym.make_vec(ENV_ID, num_envs=n_envs, vectorization_mode="vector_entry_point", task=task, **kwargs)
+        groups = env_groups(venv)
+        if self.observation == "summary":
+            single = venv.single_observation_space
+            if not isinstance(single, spaces.Dict) or "loss_grad" not in single.spaces:
+                raise ValueError("the summary observation needs L2T-v0's Dict observation with loss_grad (a look-ahead)")
+            space = summary_space(single["student"], len(groups))
+            return VecMonitor(SB3VecEnv(venv, seeds, partial(layer_summary, groups=groups), space)), groups
+        return VecMonitor(SB3VecEnv(venv, seeds)), groups
+
     def train(
         self,
         task: Any = "digits-mlp",
@@ -319,7 +336,11 @@ class SB3Teacher(BaseTeacher):
             raise ValueError(f"{self.name}: total_timesteps={total}, expected >= 1")
         env_kwargs = dict(env_kwargs or {})
         n_envs = int(hp.pop("n_envs", 1))
-        venv = DummyVecEnv([partial(self._train_env, task, seeds, i, n_envs, env_kwargs) for i in range(n_envs)])
+        if hp.pop("vector_env", False):
+            venv, groups = self._train_vector_env(task, seeds, n_envs, env_kwargs)
+        else:
+            venv = DummyVecEnv([partial(self._train_env, task, seeds, i, n_envs, env_kwargs) for i in range(n_envs)])
+            groups = env_groups(venv.envs[0])
         algo_kwargs = {k: v for k, v in hp.items() if k not in ZOO_KEYS}
         norm = self._normalize_kwargs(hp.get("normalize", False))
         if norm is not None:
@@ -340,7 +361,6 @@ class SB3Teacher(BaseTeacher):
             seed=self.seed,
             **algo_kwargs,
         )
-        groups = env_groups(venv.envs[0] if norm is None else venv.venv.envs[0])
         start = time.perf_counter()
         model.learn(total, callback=_Progress(progress, total) if progress else None, tb_log_name=self.name)
         train_time = time.perf_counter() - start
