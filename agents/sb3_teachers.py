@@ -20,6 +20,8 @@ normalised with SB3's ``VecNormalize``; its statistics are saved with the agent 
 
 Hyper-parameters come from RL-Zoo-style YAML files, ``configs/agents/{ppo,a2c,sac,td3}.yaml``
 (or any file passed as ``config=``); keyword arguments override single keys.
+``n_envs`` students train side by side: as single envs in SB3's ``DummyVecEnv`` (default) or, with
+``vector_env: true``, as one batched ``L2TVectorEnv`` behind :class:`l2t_agents.sb3_vec.SB3VecEnv`.
 
 A saved agent is a folder (:meth:`SB3Teacher.save`): ``model.zip`` (SB3's own format, loadable
 with ``PPO.load`` etc.), ``vecnormalize.pkl`` (SB3's ``VecNormalize.save`` format; absent with
@@ -94,6 +96,13 @@ def summary_space(student_space: spaces.Box, n_layers: int) -> spaces.Dict:
     )
 
 
+def summary_space_of(observation_space: spaces.Space, groups: Sequence[Sequence]) -> spaces.Dict:
+    """:func:`summary_space` for an ``L2T-v0`` observation space; raises unless it has ``loss_grad``."""
+    if not isinstance(observation_space, spaces.Dict) or "loss_grad" not in observation_space.spaces:
+        raise ValueError("the summary observation needs L2T-v0's Dict observation with loss_grad (a look-ahead)")
+    return summary_space(observation_space["student"], len(groups))
+
+
 def env_groups(env: Union[gym.Env, gym.vector.VectorEnv]) -> list[list]:
     """The env's (or vector env's) action groups (one per DLN layer) as JSON-able ``[name, start, stop]``."""
     return [[name, s.start, s.stop] for name, s in env.unwrapped.groups]
@@ -104,10 +113,8 @@ class LayerSummary(gym.ObservationWrapper):
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        if not isinstance(env.observation_space, spaces.Dict) or "loss_grad" not in env.observation_space.spaces:
-            raise ValueError("the summary observation needs L2T-v0's Dict observation with loss_grad (a look-ahead)")
         self.groups = env_groups(env)
-        self.observation_space = summary_space(env.observation_space["student"], len(self.groups))
+        self.observation_space = summary_space_of(env.observation_space, self.groups)
 
     def observation(self, observation: dict) -> dict:
         return layer_summary(observation, self.groups)
@@ -304,10 +311,7 @@ class SB3Teacher(BaseTeacher):
         venv = gym.make_vec(ENV_ID, num_envs=n_envs, vectorization_mode="vector_entry_point", task=task, **kwargs)
         groups = env_groups(venv)
         if self.observation == "summary":
-            single = venv.single_observation_space
-            if not isinstance(single, spaces.Dict) or "loss_grad" not in single.spaces:
-                raise ValueError("the summary observation needs L2T-v0's Dict observation with loss_grad (a look-ahead)")
-            space = summary_space(single["student"], len(groups))
+            space = summary_space_of(venv.single_observation_space, groups)
             return VecMonitor(SB3VecEnv(venv, seeds, partial(layer_summary, groups=groups), space)), groups
         return VecMonitor(SB3VecEnv(venv, seeds)), groups
 
