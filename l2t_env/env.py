@@ -103,6 +103,16 @@ def as_action_tensor(action: Any, shape: tuple, device: torch.device, dtype: tor
     return torch.as_tensor(arr).to(device=device, dtype=dtype)
 
 
+def checked_phi(phi: Any, shape: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Loss parameters given to ``commit_phi``: a finite tensor of ``shape``, detached onto the env's device."""
+    if not isinstance(phi, torch.Tensor) or tuple(phi.shape) != shape:
+        raise ValueError(f"phi must be a tensor of shape {shape}, got {getattr(phi, 'shape', type(phi))}")
+    phi = phi.detach().to(device=device, dtype=dtype)
+    if not bool(torch.isfinite(phi).all()):
+        raise ValueError("phi holds non-finite values; env state unchanged")
+    return phi
+
+
 class L2TEnv(gym.Env):
     """
     ## Description
@@ -588,12 +598,7 @@ class L2TEnv(gym.Env):
     def commit_phi(self, phi: torch.Tensor):
         """A step that sets phi directly (for gradient-based teachers); returns ``step``'s 5-tuple."""
         self._require_reset()
-        if not isinstance(phi, torch.Tensor) or tuple(phi.shape) != (self.n_phi,):
-            raise ValueError(f"phi must be a tensor of shape ({self.n_phi},), got {getattr(phi, 'shape', type(phi))}")
-        phi = phi.detach().to(device=self.device, dtype=self.dtype)
-        if not bool(torch.isfinite(phi).all()):
-            raise ValueError("phi holds non-finite values; env state unchanged")
-        return self._advance(phi)
+        return self._advance(checked_phi(phi, (self.n_phi,), self.device, self.dtype))
 
     def _advance(self, phi: torch.Tensor):
         cfg = self.config

@@ -312,9 +312,8 @@ def summarise_batched(
         grad_norm = loss_value.new_zeros(n)
     param_norm = torch.stack([torch.linalg.vector_norm(p.detach().reshape(n, -1), dim=1) for p in params], 1)
     finite = torch.isfinite(loss_value) & torch.isfinite(param_norm).all(1) & torch.isfinite(grad_norm)
-    ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(n, -1)
     return UnrollStats(
-        train_loss=ce.mean(1),
+        train_loss=batched_cross_entropy(logits, y),
         train_acc=(logits.argmax(dim=-1) == y).to(logits.dtype).mean(1),
         loss_value=loss_value,
         grad_norm=grad_norm,

@@ -24,7 +24,7 @@ from gymnasium.vector.utils import batch_space
 from torch.func import vmap
 
 from l2t_env.data import IndexStream, split_indices, split_sizes
-from l2t_env.env import _STUDENT_HIGH, _STUDENT_LOW, VECTOR_BOUND, L2TEnv, as_action_tensor
+from l2t_env.env import _STUDENT_HIGH, _STUDENT_LOW, VECTOR_BOUND, L2TEnv, as_action_tensor, checked_phi
 from l2t_env.functional import (
     BatchedStudent,
     UnrollStats,
@@ -139,12 +139,7 @@ class L2TVectorEnv(VectorEnv):
     def commit_phi(self, phi: torch.Tensor):
         """A step that sets each sub-env's phi directly (``[N, n_phi]``); returns ``step``'s 5-tuple."""
         self._require_reset()
-        if not isinstance(phi, torch.Tensor) or tuple(phi.shape) != (self.num_envs, self.n_phi):
-            raise ValueError(f"phi must be a tensor of shape ({self.num_envs}, {self.n_phi}), got {getattr(phi, 'shape', type(phi))}")
-        phi = phi.detach().to(device=self.device, dtype=self.dtype)
-        if not bool(torch.isfinite(phi).all()):
-            raise ValueError("phi holds non-finite values; env state unchanged")
-        return self._advance(phi)
+        return self._advance(checked_phi(phi, (self.num_envs, self.n_phi), self.device, self.dtype))
 
     def _advance(self, phi: torch.Tensor):
         stepped = ~self._autoreset
