@@ -22,6 +22,11 @@ Hyper-parameters come from RL-Zoo-style YAML files, ``configs/agents/{ppo,a2c,sa
 (or any file passed as ``config=``); keyword arguments override single keys.
 ``n_envs`` students train side by side: as single envs in SB3's ``DummyVecEnv`` (default) or, with
 ``vector_env: true``, as one batched ``L2TVectorEnv`` behind :class:`l2t_agents.sb3_vec.SB3VecEnv`.
+Frozen, a teacher acts on one env or on a native vector env (``batched = True``): a batch of
+observations, summarised sub-env by sub-env, goes through one deterministic ``model.predict`` and
+gives ``[N, n_act]`` actions, row by row those of each observation alone (to float32 rounding: the
+policy's matmuls on N rows and on one may round differently). So ``l2t bench`` evaluates a trained
+agent's seeds as one vector env (``batch_seeds``).
 
 A saved agent is a folder (:meth:`SB3Teacher.save`): ``model.zip`` (SB3's own format, loadable
 with ``PPO.load`` etc.), ``vecnormalize.pkl`` (SB3's ``VecNormalize.save`` format; absent with
@@ -55,9 +60,9 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize
 
-from l2t_agents.base import BaseTeacher, register_teacher
+from l2t_agents.base import BaseTeacher, is_vector_env, register_teacher
 from l2t_agents.evaluation import _teacher_env_kwargs, make_env
-from l2t_agents.sb3_vec import SB3VecEnv
+from l2t_agents.sb3_vec import SB3VecEnv, map_rows
 from l2t_env.config_files import config_dir, read_yaml
 
 ENV_ID = "L2T-v0"
@@ -236,9 +241,12 @@ class SB3Teacher(BaseTeacher):
         **hyperparams: overrides of single YAML keys, e.g. ``n_steps=32`` or ``n_timesteps=500``.
 
     ``learning`` is always False for ``run_episode``: the agent learns only in :meth:`train`.
+    Frozen, it acts on one env or on a native vector env alike (``batched``): a batch of
+    observations is one ``model.predict`` call.
     """
 
     algo: ClassVar[type[BaseAlgorithm]]
+    batched: ClassVar[bool] = True
     env_kwargs: ClassVar[dict] = {"action_mode": "layer", "lookahead": "K", "observation_mode": "dict"}
 
     def __init__(self, config: Union[str, Path, None] = None, seed: int = 0, **hyperparams: Any) -> None:
@@ -406,27 +414,40 @@ class SB3Teacher(BaseTeacher):
         groups = env_groups(env)
         if self.meta.get("groups") and groups != self.meta["groups"]:
             raise ValueError(f"{self.name}: the env's loss-parameter groups {groups} differ from training's {self.meta['groups']}")
-        if env.action_space.shape != self.model.action_space.shape:
+        space = env.single_action_space if is_vector_env(env) else env.action_space
+        if space.shape != self.model.action_space.shape:
             raise ValueError(
-                f"{self.name}: env action space {env.action_space} differs from the agent's {self.model.action_space}; "
+                f"{self.name}: env action space {space} differs from the agent's {self.model.action_space}; "
                 f"make the env with {self.env_kwargs}"
             )
 
-    def policy_observation(self, obs: Any) -> dict:
-        """The env's observation as the agent sees it: summarised (per ``observation``), batched, normalised."""
-        if not isinstance(obs, dict):
+    def _is_batch(self, obs: Any) -> bool:
+        """Whether ``obs`` is a vector env's batched Dict (``student`` ``[N, 8]``) rather than one env's."""
+        if not isinstance(obs, dict) or "student" not in obs:
             raise ValueError(f"{self.name}: expected L2T-v0's Dict observation (observation_mode='dict'), got {type(obs).__name__}")
+        ndim = np.ndim(obs["student"])
+        if ndim not in (1, 2):
+            raise ValueError(f"{self.name}: observation 'student' has {ndim} dimensions; expected 1 (one env) or 2 (a vector env's batch)")
+        return ndim == 2
+
+    def policy_observation(self, obs: Any) -> dict:
+        """The env's observation as the agent sees it: summarised (per ``observation``, sub-env by
+        sub-env for a batch), batched (one env: a batch of one), normalised."""
+        batched = self._is_batch(obs)
         if self.observation == "summary":
-            obs = layer_summary(obs, self.meta["groups"])
-        batch = {k: np.asarray(v, dtype=np.float32)[None] for k, v in obs.items()}
+            summarise = partial(layer_summary, groups=self.meta["groups"])
+            obs = map_rows(summarise, obs) if batched else summarise(obs)
+        batch = {k: np.asarray(v, dtype=np.float32) if batched else np.asarray(v, dtype=np.float32)[None] for k, v in obs.items()}
         return self.vecnorm.normalize_obs(batch) if self.vecnorm is not None else batch
 
     def act(self, obs: Any) -> np.ndarray:
+        """The deterministic action: ``[n_act]`` for one env's observation, ``[N, n_act]`` for a batch."""
         if self.model is None:
             raise RuntimeError(f"the {self.name} teacher has no policy yet: call train() or load() first")
         action, _ = self.model.predict(self.policy_observation(obs), deterministic=True)
         space = self.model.action_space
-        return np.clip(np.asarray(action[0], dtype=np.float32), space.low, space.high)
+        action = np.clip(np.asarray(action, dtype=np.float32), space.low, space.high)
+        return action if self._is_batch(obs) else action[0]
 
     # ------------------------------------------------------------------ state
     def _info(self) -> dict:

@@ -58,10 +58,7 @@ class SB3VecEnv(VecEnv):
 
     # ------------------------------------------------------------------ observations and seeds
     def _transform(self, obs: Any) -> Any:
-        if self._obs_fn is None:
-            return obs
-        rows = [self._obs_fn({k: v[i] for k, v in obs.items()}) for i in range(self.num_envs)]
-        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+        return obs if self._obs_fn is None else map_rows(self._obs_fn, obs)
 
     def _reset_seed_list(self, rows: np.ndarray) -> list[Optional[int]]:
         """The seed of each sub-env for a reset of ``rows`` (entries outside ``rows`` are unused)."""
@@ -132,6 +129,13 @@ class SB3VecEnv(VecEnv):
             wrapped = wrapped or isinstance(env, wrapper_class)
             env = env.env
         return [wrapped] * self._count(indices)
+
+
+def map_rows(fn: Callable[[dict], dict], obs: dict) -> dict:
+    """Apply a one-env observation map to each row of a batched Dict observation; stack the rows."""
+    n = len(next(iter(obs.values())))
+    rows = [fn({k: v[i] for k, v in obs.items()}) for i in range(n)]
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
 
 def _split_info(info: dict, n: int) -> list[dict]:

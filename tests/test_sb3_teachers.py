@@ -5,13 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
 pytest.importorskip("stable_baselines3")
 
 import l2t_env  # noqa: E402,F401  (registers L2T-v0)
-from l2t_agents import make_env, make_teacher  # noqa: E402
+from l2t_agents import make_env, make_teacher, make_vector_env  # noqa: E402
 from l2t_agents.sb3_teachers import SeedSchedule, parse_policy_kwargs  # noqa: E402
 
 TINY = {"teaching_steps": 3}
@@ -58,6 +59,47 @@ def test_action_lies_in_action_space(trained):
         action = trained.act(obs)
         assert action.dtype == np.float32
         assert env.action_space.contains(action)
+
+
+def test_batched_act_equals_acting_row_by_row(trained):
+    """On a vector env the teacher acts on the batch: row i is its action on sub-env i's observation alone."""
+    envs = make_vector_env(trained, 3, "digits-mlp", **TINY)
+    obs, _ = envs.reset(seed=[0, 5, 9])
+    trained.reset(envs)
+    for _ in range(3):
+        actions = trained.act(obs)
+        assert actions.shape == (3, 5) and actions.dtype == np.float32
+        rows = np.stack([trained.act({k: v[i] for k, v in obs.items()}) for i in range(3)])
+        np.testing.assert_allclose(actions, rows, rtol=1e-5, atol=1e-6)
+        obs, *_ = envs.step(actions)
+    envs.close()
+
+
+def test_batched_observation_is_summarised_per_sub_env(trained):
+    envs = make_vector_env(trained, 2, "digits-mlp", **TINY)
+    obs, _ = envs.reset(seed=[3, 4])
+    batch = trained.policy_observation(obs)
+    for i in range(2):
+        one = trained.policy_observation({k: v[i] for k, v in obs.items()})
+        for key in ("student", "layers"):
+            np.testing.assert_array_equal(batch[key][i], one[key][0])
+    assert not np.array_equal(batch["layers"][0], batch["layers"][1])  # two students, two summaries
+    with pytest.raises(ValueError, match="'student' has 3 dimensions"):
+        trained.act({k: v[None] for k, v in obs.items()})
+    envs.close()
+
+
+def test_reset_on_a_vector_env_checks_the_single_action_space(trained):
+    envs = make_vector_env(trained, 2, "digits-mlp", **TINY)
+    envs.reset(seed=0)
+    trained.reset(envs)  # the batched action space [2, 5] is not compared with the agent's [5]
+    envs.close()
+    # the same DLN groups, but the default action (one scale per DLN parameter): [5000] per sub-env
+    other = gym.make_vec("L2T-v0", num_envs=2, vectorization_mode="vector_entry_point", task="digits-mlp", lookahead="K", **TINY)
+    other.reset(seed=0)
+    with pytest.raises(ValueError, match=r"env action space Box\(-1.0, 1.0, \(5000,\), float32\) differs"):
+        trained.reset(other)
+    other.close()
 
 
 def test_save_load_round_trip(trained, tmp_path):
