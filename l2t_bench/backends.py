@@ -10,16 +10,19 @@ Ray backend design: the driver submits one Ray task per run with the resources t
 for workers that die (a run that raises is not retried: it would raise again). A teacher that is
 trained (SB3) or pretrained before evaluation is prepared once, as its own task; the driver saves it
 under ``DIR/agents/`` and ships its files to the evaluation runs through the object store, so the
-workers need no disk shared with the driver.
+workers need no disk shared with the driver. The seeds of a batching teacher (``batch_seeds``) are
+one task, one vector env; those of a trained one wait, as a group, for its agent.
 """
 
 from __future__ import annotations
 
+import tempfile
 import traceback
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional, Protocol, Union
 
 from l2t_bench.config import BenchConfig, RunSpec, import_modules
 from l2t_bench.numerics import is_pinned, pinned_environment
@@ -65,52 +68,66 @@ def _one_line(err: BaseException) -> str:
 
 
 class LocalBackend:
-    """The runs one after another in this process; a trainable teacher is trained before its first run."""
+    """The runs one after another in this process; a trainable teacher is trained before its first
+    run (or its first batch of seeds)."""
 
     name = "local"
 
     def execute(self, cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver) -> None:
-        on_done, on_fail, progress, tensorboard = driver.on_done, driver.on_fail, driver.progress, driver.tensorboard
+        on_done, on_fail, progress = driver.on_done, driver.on_fail, driver.progress
         failed: dict[Path, str] = {}  # agents whose preparation failed: their other runs fail without retrying it
         for group in batch_groups(cfg, pending):
-            if cfg.batches(group[0].teacher):  # the seeds of a batching teacher: one vector env, one record each
-                for run in group:
-                    progress.started(run)
-                try:
-                    records = execute_batched(cfg, group)
-                except Exception as err:
-                    for run in group:
-                        on_fail(RunFailure(run, _one_line(err), traceback.format_exc()))
-                    continue
-                for run, record in zip(group, records):
-                    on_done(run, record)
-                continue
             run = group[0]
-            progress.started(run)
+            for each in group:
+                progress.started(each)
             path = agent_path(out, cfg, run)
-            if path is not None and path in failed:
-                on_fail(RunFailure(run, failed[path]))
+            error = self._prepare(cfg, run, path, failed, driver)
+            if error is not None:  # one failed training fails all its seeds; the other groups go on
+                for each in group:
+                    on_fail(RunFailure(each, *error))
                 continue
-            if path is not None and not path.exists():
+            label = str(path.relative_to(out)) if path else None
+            if cfg.batches(run.teacher):  # the seeds of a batching teacher: one vector env, one record each
                 try:
-                    report = progress.training(*agent_work(cfg, run))
-                    try:
-                        prepare_agent(cfg, run, path, tensorboard=tensorboard, progress=report, log=progress.note)
-                    finally:
-                        progress.training_done()
+                    records = execute_batched(cfg, group, path, label)
                 except Exception as err:
-                    failed[path] = f"preparing its agent failed: {_one_line(err)}"
-                    on_fail(RunFailure(run, failed[path], traceback.format_exc()))
+                    for each in group:
+                        on_fail(RunFailure(each, _one_line(err), traceback.format_exc()))
                     continue
+                for each, record in zip(group, records):
+                    on_done(each, record)
+                continue
             try:
                 record = execute_run(
-                    cfg, run, path, str(path.relative_to(out)) if path else None, checkpoint_path(out, run),
+                    cfg, run, path, label, checkpoint_path(out, run),
                     on_resume=lambda t: progress.console.print(f"{run.key}: resumed from its checkpoint at teaching step {t}", markup=False),
                 )
             except Exception as err:  # reported; the other runs go on (Ctrl-C is not an Exception)
                 on_fail(RunFailure(run, _one_line(err), traceback.format_exc()))
                 continue
             on_done(run, record)
+
+    @staticmethod
+    def _prepare(cfg: BenchConfig, run: RunSpec, path: Optional[Path], failed: dict[Path, str], driver: Driver) -> Optional[tuple[str, str]]:
+        """Train or pretrain the agent at ``path`` unless it is saved already: None when it is ready
+        (or none is needed), else the failure's line and traceback (remembered in ``failed``)."""
+        if path is None:
+            return None
+        if path in failed:
+            return failed[path], ""
+        if path.exists():
+            return None
+        progress = driver.progress
+        try:
+            report = progress.training(*agent_work(cfg, run))
+            try:
+                prepare_agent(cfg, run, path, tensorboard=driver.tensorboard, progress=report, log=progress.note)
+            finally:
+                progress.training_done()
+        except Exception as err:
+            failed[path] = f"preparing its agent failed: {_one_line(err)}"
+            return failed[path], traceback.format_exc()
+        return None
 
 
 def import_ray() -> Any:
@@ -124,13 +141,22 @@ def import_ray() -> Any:
 
 def _remote_prepare(cfg: BenchConfig, run: RunSpec, name: str, tensorboard: Optional[str]) -> dict[str, bytes]:
     """Ray task: train or pretrain the run's teacher in a scratch folder; return its files (the driver saves them)."""
-    import tempfile
-
     import_modules(cfg.imports)
     with tempfile.TemporaryDirectory(prefix="l2t-agent-") as tmp:
         path = Path(tmp) / name
         prepare_agent(cfg, run, path, tensorboard=Path(tensorboard) if tensorboard else None)
         return pack_agent(path)
+
+
+@contextmanager
+def _unpacked(agent_files: Optional[dict[str, bytes]]) -> Iterator[Optional[Path]]:
+    """A shipped agent unpacked in a scratch folder of the worker while the run uses it (None: no agent)."""
+    if not agent_files:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="l2t-agent-") as tmp:
+        name = Path(next(iter(agent_files))).parts[0]
+        yield unpack_agent(agent_files, Path(tmp) / name)
 
 
 def _remote_run(
@@ -141,21 +167,18 @@ def _remote_run(
     ``checkpoint`` is the driver's path: a retried run resumes from it where the worker sees the
     driver's output folder (one machine, or a shared filesystem), and starts over otherwise.
     """
-    import tempfile
-
     import_modules(cfg.imports)
     ckpt = Path(checkpoint) if checkpoint else None
-    if not agent_files:
-        return execute_run(cfg, run, checkpoint=ckpt)
-    with tempfile.TemporaryDirectory(prefix="l2t-agent-") as tmp:
-        name = Path(next(iter(agent_files))).parts[0]
-        return execute_run(cfg, run, unpack_agent(agent_files, Path(tmp) / name), agent_label, ckpt)
+    with _unpacked(agent_files) as agent:
+        return execute_run(cfg, run, agent, agent_label if agent else None, ckpt)
 
 
-def _remote_batch(cfg: BenchConfig, runs: list[RunSpec]) -> list[dict]:
-    """Ray task: the seeds of a batching teacher as one vector-env run (``execute_batched``)."""
+def _remote_batch(cfg: BenchConfig, runs: list[RunSpec], agent_files: Optional[dict[str, bytes]] = None, agent_label: Optional[str] = None) -> list[dict]:
+    """Ray task: the seeds of a batching teacher as one vector-env run (``execute_batched``), with
+    its trained agent unpacked locally when it has one."""
     import_modules(cfg.imports)
-    return execute_batched(cfg, runs)
+    with _unpacked(agent_files) as agent:
+        return execute_batched(cfg, runs, agent, agent_label if agent else None)
 
 
 class RayBackend:
@@ -190,8 +213,9 @@ class RayBackend:
         ray = import_ray()
         started = self._init(ray)
         prepare_task, run_task, batch_task = ray.remote(_remote_prepare), ray.remote(_remote_run), ray.remote(_remote_batch)
-        in_flight: dict[Any, tuple[str, Any]] = {}  # ref -> ("run", RunSpec) or ("agent", its path)
-        waiting: dict[Path, list[RunSpec]] = defaultdict(list)  # the pending runs of each agent
+        in_flight: dict[Any, tuple[str, Any]] = {}  # ref -> ("run", RunSpec), ("batch", [RunSpec]) or ("agent", its path)
+        # what waits for each agent: single runs, and batched groups of seeds (a list of runs)
+        waiting: dict[Path, list[Union[RunSpec, list[RunSpec]]]] = defaultdict(list)
 
         def options(run: RunSpec, what: str) -> dict:
             return dict(cfg.run_resources(run), max_retries=cfg.max_retries, retry_exceptions=False, name=f"l2t {what}")
@@ -200,18 +224,23 @@ class RayBackend:
             ckpt = str(checkpoint_path(out.resolve(), run)) if cfg.checkpoint_every else None
             in_flight[run_task.options(**options(run, run.key)).remote(cfg, run, files, label, ckpt)] = ("run", run)
 
+        def submit_batch(group: list[RunSpec], files: Any = None, label: Optional[str] = None) -> None:
+            what = f"{group[0].key} +{len(group) - 1} seeds"
+            in_flight[batch_task.options(**options(group[0], what)).remote(cfg, group, files, label)] = ("batch", group)
+
         def submit_runs(path: Path, files: dict[str, bytes]) -> None:
             files_ref = ray.put(files)  # one copy in the object store for all the seeds
-            for run in waiting[path]:
-                submit(run, files_ref, str(path.relative_to(out)))
+            for item in waiting[path]:
+                (submit_batch if isinstance(item, list) else submit)(item, files_ref, str(path.relative_to(out)))
 
         try:
             for group in batch_groups(cfg, pending):
                 run = group[0]
-                if cfg.batches(run.teacher):  # the seeds of a batching teacher: one task, one vector env
-                    in_flight[batch_task.options(**options(run, f"{run.key} +{len(group) - 1} seeds")).remote(cfg, group)] = ("batch", group)
-                    continue
+                batched = cfg.batches(run.teacher)  # the seeds of a batching teacher: one task, one vector env
                 path = agent_path(out, cfg, run)
+                if path is None and batched:
+                    submit_batch(group)
+                    continue
                 if path is None:
                     submit(run)
                     continue
@@ -221,7 +250,7 @@ class RayBackend:
                     )
                     in_flight[ref] = ("agent", path)
                     driver.progress.note("{} ({} steps), as a Ray task".format(*agent_work(cfg, run)))
-                waiting[path].append(run)
+                waiting[path].append(group if batched else run)
             for path in waiting:
                 if path.exists():  # saved by an earlier invocation
                     submit_runs(path, pack_agent(path))
@@ -239,8 +268,9 @@ class RayBackend:
                             for run in item:
                                 on_fail(RunFailure(run, error, details))
                         else:
-                            for run in waiting[item]:
-                                on_fail(RunFailure(run, f"preparing its agent failed: {error}", details))
+                            for waiter in waiting[item]:
+                                for run in waiter if isinstance(waiter, list) else [waiter]:
+                                    on_fail(RunFailure(run, f"preparing its agent failed: {error}", details))
                         continue
                     if kind == "run":
                         on_done(item, result)

@@ -61,7 +61,7 @@ class TeacherSpec:
     pretrain: Optional["PretrainSpec"] = None
     #: Ray resources of each run of this teacher; over the task's
     resources: dict = field(default_factory=dict)
-    #: a fresh teacher (not trained or pretrained) that acts on a native vector env
+    #: acts on a native vector env and is not pretrained (fresh, or a trained agent acting frozen)
     batched: bool = False
 
 
@@ -101,8 +101,8 @@ class BenchConfig:
     imports: list[str] = field(default_factory=list)
     #: write a mid-episode checkpoint every N teaching steps (None: none); not part of a run's key
     checkpoint_every: Optional[int] = None
-    #: run the seeds of a (task, teacher) whose teacher acts on batches as one vector env (the local
-    #: backend); part of those runs' keys, as batched and one-by-one results differ in the last bits
+    #: run the seeds of a (task, teacher) whose teacher acts on batches as one vector env; part of
+    #: those runs' keys (not of a trained agent's), as batched and one-by-one results differ in the last bits
     batch_seeds: bool = True
     raw: dict = field(default_factory=dict)
     #: run only these task / teacher labels (``l2t bench --tasks/--teachers``); None = all
@@ -145,6 +145,8 @@ class RunSpec:
     teacher: TeacherSpec
     seed: int
     config_hash: str
+    #: identifies the trained agent the run starts from (its folder name); default ``config_hash``
+    agent_hash: Optional[str] = None
 
     @property
     def key(self) -> str:
@@ -325,7 +327,7 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
                 default_timesteps=getattr(probe, "n_timesteps", None) if trainable else None,
                 pretrain=pretrain,
                 resources=_resources(e.get("resources"), f"teacher {e['name']!r}: "),
-                batched=bool(getattr(probe, "batched", False)) and not trainable and pretrain is None,
+                batched=bool(getattr(probe, "batched", False)) and pretrain is None,
             )
         )
     _unique_labels(teachers, "teacher")
@@ -384,8 +386,11 @@ def _flag(value: Any, key: str) -> bool:
     return value
 
 
-def config_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> str:
-    """A short hash of everything but the seed that shapes a run (not the device)."""
+def config_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec, *, batched: Optional[bool] = None) -> str:
+    """A short hash of everything but the seed that shapes a run (not the device).
+
+    ``batched=False`` leaves out ``batch_seeds``: the hash of what a trained agent depends on
+    (trained the same whether its seeds are then evaluated batched or one by one)."""
     what: dict[str, Any] = {
         "task": task.name,
         "task_overrides": task.overrides,
@@ -397,7 +402,7 @@ def config_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> str:
         what.update(hyperparams=teacher.hyperparams, train_seeds=cfg.train_seeds, train_timesteps=cfg.timesteps(teacher))
     if teacher.pretrain is not None:
         what.update(pretrain=pretrain_hash(cfg, task, teacher), online=teacher.pretrain.online)
-    if cfg.batches(teacher):
+    if (cfg.batches(teacher) if batched is None else batched):
         what["batch_seeds"] = True
     blob = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
@@ -433,7 +438,7 @@ def pretrain_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec) -> str
 def plan_runs(cfg: BenchConfig) -> list[RunSpec]:
     """Every run of the benchmark (of the selected labels), task by task, teacher by teacher, seed by seed."""
     return [
-        RunSpec(task, teacher, seed, config_hash(cfg, task, teacher))
+        RunSpec(task, teacher, seed, config_hash(cfg, task, teacher), config_hash(cfg, task, teacher, batched=False))
         for task in cfg.tasks
         if cfg.only_tasks is None or task.label in cfg.only_tasks
         for teacher in cfg.teachers

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 
 
 def agent_dir(out: Path, run: RunSpec) -> Path:
-    """Where a trained agent of this task, teacher and settings is kept (seed-independent)."""
-    return out / "agents" / f"{run.task.label}__{run.teacher.label}__{run.config_hash}"
+    """Where a trained agent of this task, teacher and settings is kept (seed-independent; the same
+    folder whether its seeds are evaluated batched or one by one)."""
+    return out / "agents" / f"{run.task.label}__{run.teacher.label}__{run.agent_hash or run.config_hash}"
 
 
 def checkpoint_path(out: Path, run: RunSpec) -> Path:
@@ -130,25 +131,12 @@ def execute_run(
     when a killed attempt left one (``on_resume(teaching step)`` is told).
     """
     import l2t_env  # noqa: F401  (registers L2T-v0)
-    from l2t_agents import make_env, make_teacher
+    from l2t_agents import make_env
     from l2t_bench.episodes import run_checkpointed_episode
 
     apply_pins_if_flagged()  # a process (or Ray worker) started with pinned numerics sets torch's own switches
 
-    teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
-    train_time = None
-    if run.teacher.trainable or run.teacher.pretrain is not None:
-        if agent is None:
-            raise ValueError(f"run {run.key}: teacher {run.teacher.label!r} starts from a trained agent, but none was given")
-        teacher.load(agent)
-        if run.teacher.trainable:
-            teacher.learning = False
-            train_time = getattr(teacher, "meta", {}).get("train_time")
-        else:
-            from l2t_agents.pretraining import pretrained_meta
-
-            teacher.learning = run.teacher.pretrain.online
-            train_time = pretrained_meta(agent).get("train_time")
+    teacher, train_time = load_teacher(run, agent)
     env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **run.task.overrides)
     if cfg.checkpoint_every is not None and checkpoint is None:
         raise ValueError(f"run {run.key}: checkpoint_every={cfg.checkpoint_every} needs a checkpoint path")
@@ -161,6 +149,26 @@ def execute_run(
     return run_record(run, episode, agent_label, train_time, str(env.unwrapped.device))
 
 
+def load_teacher(run: RunSpec, agent: Optional[Path] = None) -> tuple[Any, Optional[float]]:
+    """The teacher a run starts from and its agent's training time: a fresh one, or the one saved at
+    ``agent`` (trained agents act frozen, pretrained ones as their entry says)."""
+    from l2t_agents import make_teacher
+
+    teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
+    if not (run.teacher.trainable or run.teacher.pretrain is not None):
+        return teacher, None
+    if agent is None:
+        raise ValueError(f"run {run.key}: teacher {run.teacher.label!r} starts from a trained agent, but none was given")
+    teacher.load(agent)
+    if run.teacher.trainable:
+        teacher.learning = False
+        return teacher, getattr(teacher, "meta", {}).get("train_time")
+    from l2t_agents.pretraining import pretrained_meta
+
+    teacher.learning = run.teacher.pretrain.online
+    return teacher, pretrained_meta(agent).get("train_time")
+
+
 def batch_groups(cfg: BenchConfig, runs: list[RunSpec]) -> list[list[RunSpec]]:
     """The runs grouped for execution: the pending seeds of a (task, teacher) that
     :meth:`BenchConfig.batches` together, every other run alone; in plan order of first runs."""
@@ -171,22 +179,23 @@ def batch_groups(cfg: BenchConfig, runs: list[RunSpec]) -> list[list[RunSpec]]:
     return list(groups.values())
 
 
-def execute_batched(cfg: BenchConfig, runs: list[RunSpec]) -> list[dict]:
-    """The seeds of one (task, teacher) as one run of the native vector env: the teacher acts on
-    the batch of students (:func:`l2t_agents.run_episodes`); one record per seed, as
-    :func:`execute_run` writes it (``wall_time``: the batched run's divided by the seeds)."""
+def execute_batched(cfg: BenchConfig, runs: list[RunSpec], agent: Optional[Path] = None, agent_label: Optional[str] = None) -> list[dict]:
+    """The seeds of one (task, teacher) as one run of the native vector env: the teacher (fresh, or
+    the trained agent saved at ``agent``, frozen) acts on the batch of students
+    (:func:`l2t_agents.run_episodes`); one record per seed, as :func:`execute_run` writes it
+    (``wall_time``: the batched run's divided by the seeds)."""
     import l2t_env  # noqa: F401  (registers L2T-v0)
-    from l2t_agents import make_teacher, make_vector_env, run_episodes
+    from l2t_agents import make_vector_env, run_episodes
 
     apply_pins_if_flagged()  # as execute_run: a pinned process's workers set torch's switches
     first = runs[0]
-    teacher = make_teacher(first.teacher.name, **first.teacher.kwargs)
+    teacher, train_time = load_teacher(first, agent)
     env = make_vector_env(teacher, len(runs), first.task.name, device=cfg.device, **cfg.env_kwargs_for(first.teacher), **first.task.overrides)
     try:
         episodes = run_episodes(env, teacher, [run.seed for run in runs])
     finally:
         env.close()
-    return [run_record(run, episode, None, None, str(env.unwrapped.device)) for run, episode in zip(runs, episodes)]
+    return [run_record(run, episode, agent_label, train_time, str(env.unwrapped.device)) for run, episode in zip(runs, episodes)]
 
 
 def pack_agent(path: Path) -> dict[str, bytes]:
