@@ -129,3 +129,39 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path):
     Path(f"{marker}.acts").unlink()
     local = run_bench(load_bench_config({**bench, "checkpoint_every": None}), tmp_path / "local", quiet=True)
     _same_runs(local.records, result.records)
+
+
+def test_batched_sb3_group_waits_for_its_agent_and_resumes(tmp_path):
+    """A trained teacher's seeds are one Ray task that waits for the agent task and gets its files;
+    a failed training fails all its seeds; a rerun sends only the missing seeds, with the saved agent."""
+    pytest.importorskip("stable_baselines3")
+    bench = {
+        **TINY,
+        "seeds": [0, 1, 2],
+        "train_seeds": [100],
+        "train_timesteps": 4,
+        "teachers": [
+            {"name": "ppo", "kwargs": {"n_steps": 4, "batch_size": 4, "n_epochs": 1}},
+            {"name": "ppo", "label": "bad", "kwargs": {"n_steps": 1, "batch_size": 4}},  # SB3 refuses n_steps * n_envs = 1
+        ],
+    }
+    cfg = load_bench_config(bench)
+    assert all(t.batched for t in cfg.teachers)
+    out = tmp_path / "ray"
+    first = run_bench(cfg, out, backend=RayBackend(), quiet=True)
+    assert [(r["teacher"], r["seed"]) for r in first.records] == [("ppo", 0), ("ppo", 1), ("ppo", 2)]
+    assert sorted((f.run.teacher.label, f.run.seed) for f in first.failures) == [("bad", 0), ("bad", 1), ("bad", 2)]
+    assert all(f.error.startswith("preparing its agent failed: ") for f in first.failures)
+    [agent] = (out / "agents").iterdir()
+    assert {r["agent"] for r in first.records} == {f"agents/{agent.name}"}
+    local = run_bench(load_bench_config({**bench, "teachers": bench["teachers"][:1]}), tmp_path / "local", quiet=True)
+    _same_runs(local.records, first.records)
+
+    lines = (out / "runs.jsonl").read_text().splitlines()
+    (out / "runs.jsonl").write_text(lines[0] + "\n")  # two of the three seeds lost
+    again = run_bench(load_bench_config({**bench, "teachers": bench["teachers"][:1]}), out, backend=RayBackend(), quiet=True)
+    assert not again.failures and len((out / "runs.jsonl").read_text().splitlines()) == 3  # only the missing two ran
+    assert [p.name for p in (out / "agents").iterdir()] == [agent.name]
+    for x, y in zip(local.records, again.records):  # a smaller batch: the same to float32 rounding
+        assert (x["key"], x["agent"]) == (y["key"], y["agent"])
+        assert x["test_loss"] == pytest.approx(y["test_loss"], rel=1e-5)
