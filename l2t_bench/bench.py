@@ -27,12 +27,14 @@ reset per episode; it is saved under ``DIR/agents/pretrained__*.pt`` (reused by 
 with the same teacher, kwargs and pretraining) and evaluated on each seed frozen, or still learning
 with ``online: true``. Give such entries a ``label`` so fresh, frozen and online are separate rows.
 
-With ``batch_seeds: true`` (the default) the pending seeds of a fresh teacher that acts on batches
-(``ce``, ``fixed``, ``random``, ``hypergrad``, ``l2t-dln``: ``batched = True``) run as one native
-vector env (:func:`l2t_agents.run_episodes`, N students trained together), still one record per
-seed; a rerun runs the missing seeds as a smaller batch. Batched and one-by-one runs agree to
-float32 rounding, not bit for bit, so ``batch_seeds`` is part of those runs' keys. Such a batch
-writes no mid-episode checkpoints (``checkpoint_every`` applies to the runs made one by one).
+With ``batch_seeds: true`` (the default) the pending seeds of a teacher that acts on batches
+(``batched = True``: ``ce``, ``fixed``, ``random``, ``hypergrad``, ``l2t-dln`` fresh, and the
+trained SB3 agents frozen; not ``pretrain:`` entries) run as one native vector env
+(:func:`l2t_agents.run_episodes`, N students trained together), still one record per seed; a
+rerun runs the missing seeds as a smaller batch. Batched and one-by-one runs agree to float32
+rounding, not bit for bit, so ``batch_seeds`` is part of those runs' keys (not of a trained
+agent's folder: both modes load the same agent). Such a batch writes no mid-episode checkpoints
+(``checkpoint_every`` applies to the runs made one by one).
 
 What ``--out DIR`` holds:
 
