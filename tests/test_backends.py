@@ -78,7 +78,9 @@ def test_one_line_per_finished_run_without_a_terminal(tmp_path):
     assert not [line for line in buffer.getvalue().splitlines() if line.startswith("[")]
 
 
-def test_a_failed_training_fails_its_runs_once(tmp_path, monkeypatch):
+@pytest.mark.parametrize("batch_seeds", [True, False])
+def test_a_failed_training_fails_its_runs_once(tmp_path, monkeypatch, batch_seeds):
+    """Whether the seeds run batched (one vector env) or one by one."""
     pytest.importorskip("stable_baselines3")
     import l2t_agents.sb3_teachers as sb3
 
@@ -89,7 +91,8 @@ def test_a_failed_training_fails_its_runs_once(tmp_path, monkeypatch):
         raise RuntimeError("no GPU left")
 
     monkeypatch.setattr(sb3.SB3Teacher, "train", broken_train)
-    cfg = load_bench_config({**TINY, "teachers": ["ce", "ppo"], "train_seeds": [100]})
+    cfg = load_bench_config({**TINY, "teachers": ["ce", "ppo"], "train_seeds": [100], "batch_seeds": batch_seeds})
+    assert cfg.batches(cfg.teachers[1]) == batch_seeds
     result = run_bench(cfg, tmp_path / "out")
     assert len(calls) == 1  # not once per seed
     assert [(f.run.teacher.label, f.run.seed) for f in result.failures] == [("ppo", 0), ("ppo", 1)]

@@ -114,22 +114,6 @@ def test_batched_sb3_resume_runs_only_the_missing_seeds_with_the_saved_agent(tmp
         assert a["test_acc"] == pytest.approx(b["test_acc"], rel=1e-4, abs=1e-6)
 
 
-def test_failed_training_fails_all_its_batched_seeds_and_the_others_go_on(tmp_path, monkeypatch):
-    pytest.importorskip("stable_baselines3")
-    from l2t_bench import backends
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("no budget")
-
-    monkeypatch.setattr(backends, "prepare_agent", broken)
-    cfg = load_bench_config({**SB3, "teachers": [*SB3["teachers"], "random"]})
-    result = run_bench(cfg, tmp_path / "out", quiet=True)
-    assert sorted((f.run.teacher.label, f.run.seed) for f in result.failures) == [("ppo", 0), ("ppo", 1), ("ppo", 2)]
-    assert {f.error for f in result.failures} == {"preparing its agent failed: RuntimeError: no budget"}
-    assert [(r["teacher"], r["seed"]) for r in result] == [("random", 0), ("random", 1), ("random", 2)]
-    assert not (tmp_path / "out" / "agents").exists()
-
-
 def test_pretrained_teachers_stay_one_by_one():
     cfg = load_bench_config({**CONFIG, "teachers": ["l2t-dln", {"name": "l2t-dln", "label": "pre", "pretrain": {"seeds": [50], "episodes": 1}}]})
     assert [t.batched for t in cfg.teachers] == [True, False]
