@@ -2,14 +2,16 @@
 
 A backend gets the pending runs and reports each one back to the driver as it ends, either with its
 record (``on_done``) or as a ``RunFailure`` (``on_fail``); it never writes ``runs.jsonl`` itself, so
-the resume rule is the same whatever ran the runs. Both call the same plain functions,
+the resume rule is the same whatever ran the runs. All call the same plain functions,
 ``runner.prepare_agent`` and ``runner.execute_run``.
 
-Ray backend design: the driver submits one Ray task per run with the resources the config asks for
-(``resources:`` of the bench, task or teacher entry; fractional GPUs allowed) and ``max_retries``
-for workers that die (a run that raises is not retried: it would raise again). A teacher that is
-trained (SB3) or pretrained before evaluation is prepared once, as its own task; the driver saves it
-under ``DIR/agents/`` and ships its files to the evaluation runs through the object store, so the
+Task backends: :func:`schedule` runs the pending runs as independent tasks wherever a
+:class:`TaskRunner` sends them: Ray tasks (``--backend ray``, with the resources the config asks for:
+``resources:`` of the bench, task or teacher entry, fractional GPUs allowed, and ``max_retries`` for
+workers that die; a run that raises is not retried: it would raise again) or the worker processes
+of the local backend (``--workers N``). A teacher that is trained (SB3) or pretrained before
+evaluation is prepared once, as its own task submitted first; the driver saves it under
+``DIR/agents/`` and ships its files to the evaluation runs (through Ray's object store), so the
 workers need no disk shared with the driver. The seeds of a batching teacher (``batch_seeds``) are
 one task, one vector env; those of a trained one wait, as a group, for its agent.
 """
@@ -69,11 +71,15 @@ def _one_line(err: BaseException) -> str:
 
 class LocalBackend:
     """The runs one after another in this process; a trainable teacher is trained before its first
-    run (or its first batch of seeds)."""
+    run (or its first batch of seeds). With the config's ``workers`` > 1 (``l2t bench --workers N``),
+    the runs are tasks of :func:`schedule` in N worker processes of this machine instead."""
 
     name = "local"
 
     def execute(self, cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver) -> None:
+        if cfg.workers > 1:
+            self._execute_in_workers(cfg, out, pending, driver)
+            return
         on_done, on_fail, progress = driver.on_done, driver.on_fail, driver.progress
         failed: dict[Path, str] = {}  # agents whose preparation failed: their other runs fail without retrying it
         for group in batch_groups(cfg, pending):
@@ -106,6 +112,18 @@ class LocalBackend:
                 on_fail(RunFailure(run, _one_line(err), traceback.format_exc()))
                 continue
             on_done(run, record)
+
+    @staticmethod
+    def _execute_in_workers(cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver) -> None:
+        """``workers > 1``: the runs as tasks of :func:`schedule` in that many worker processes, each with
+        an equal share of this process's torch threads (at least one)."""
+        import torch
+
+        tasks = _PoolTasks(cfg.workers, max(1, torch.get_num_threads() // cfg.workers))
+        try:
+            schedule(cfg, out, pending, driver, tasks)
+        finally:
+            tasks.close()
 
     @staticmethod
     def _prepare(cfg: BenchConfig, run: RunSpec, path: Optional[Path], failed: dict[Path, str], driver: Driver) -> Optional[tuple[str, str]]:
@@ -181,6 +199,187 @@ def _remote_batch(cfg: BenchConfig, runs: list[RunSpec], agent_files: Optional[d
         return execute_batched(cfg, runs, agent, agent_label if agent else None)
 
 
+class TaskRunner(Protocol):
+    """Where :func:`schedule` sends its tasks: Ray (:class:`_RayTasks`) or worker processes (:class:`_PoolTasks`)."""
+
+    where: str  # for progress lines: "as a Ray task", "in a worker process"
+
+    def submit(self, fn: Callable[..., Any], args: tuple, run: RunSpec, what: str) -> Any: ...
+
+    def share(self, value: Any) -> Any: ...
+
+    def wait(self, handles: list) -> list: ...
+
+    def result(self, handle: Any) -> Any: ...
+
+    def cancel(self, handles: list) -> None: ...
+
+    def describe(self, err: BaseException) -> str: ...
+
+
+def schedule(cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver, tasks: TaskRunner) -> None:
+    """Run the pending runs as independent tasks, each reported to the driver as it ends.
+
+    A teacher that is trained or pretrained first is prepared once, as its own task (submitted
+    before everything else: its runs wait for it); the driver saves it under ``DIR/agents/`` and
+    ships its files to its runs, so workers need no disk shared with the driver. The seeds of a
+    batching teacher are one task, one vector env; those of a trained one wait, as a group, for its agent.
+    """
+    on_done, on_fail, tensorboard = driver.on_done, driver.on_fail, driver.tensorboard
+    in_flight: dict[Any, tuple[str, Any]] = {}  # handle -> ("run", RunSpec), ("batch", [RunSpec]) or ("agent", its path)
+    # what waits for each agent: single runs, and batched groups of seeds (a list of runs)
+    waiting: dict[Path, list[Union[RunSpec, list[RunSpec]]]] = defaultdict(list)
+    ready: list[tuple[Union[RunSpec, list[RunSpec]], Any, Optional[str]]] = []  # runs and groups to submit, in plan order
+
+    def submit(item: Union[RunSpec, list[RunSpec]], files: Any = None, label: Optional[str] = None) -> None:
+        if isinstance(item, list):
+            handle = tasks.submit(_remote_batch, (cfg, item, files, label), item[0], f"{item[0].key} +{len(item) - 1} seeds")
+            in_flight[handle] = ("batch", item)
+            return
+        ckpt = str(checkpoint_path(out.resolve(), item)) if cfg.checkpoint_every else None
+        in_flight[tasks.submit(_remote_run, (cfg, item, files, label, ckpt), item, item.key)] = ("run", item)
+
+    def submit_waiting(path: Path, files: dict[str, bytes]) -> None:
+        shared = tasks.share(files)  # one copy (in Ray's object store) for all the seeds
+        for item in waiting[path]:
+            submit(item, shared, str(path.relative_to(out)))
+
+    try:
+        for group in batch_groups(cfg, pending):
+            run = group[0]
+            item = group if cfg.batches(run.teacher) else run  # a batching teacher's seeds: one task, one vector env
+            path = agent_path(out, cfg, run)
+            if path is None:
+                ready.append((item, None, None))
+                continue
+            if path not in waiting and not path.exists():
+                handle = tasks.submit(_remote_prepare, (cfg, run, path.name, str(tensorboard) if tensorboard else None), run, f"agent {path.name}")
+                in_flight[handle] = ("agent", path)
+                driver.progress.note("{} ({} steps), {}".format(*agent_work(cfg, run), tasks.where))
+            waiting[path].append(item)
+        for path in waiting:
+            if path.exists():  # saved by an earlier invocation
+                submit_waiting(path, pack_agent(path))
+        for item, files, label in ready:
+            submit(item, files, label)
+        while in_flight:
+            for handle in tasks.wait(list(in_flight)):
+                kind, item = in_flight.pop(handle)
+                try:
+                    result = tasks.result(handle)
+                except Exception as err:  # the task raised, or its worker died (past Ray's retries)
+                    error, details = tasks.describe(err), "".join(traceback.format_exception(type(err), err, err.__traceback__))
+                    if kind == "agent":
+                        for waiter in waiting[item]:
+                            for run in waiter if isinstance(waiter, list) else [waiter]:
+                                on_fail(RunFailure(run, f"preparing its agent failed: {error}", details))
+                    else:
+                        for run in item if kind == "batch" else [item]:
+                            on_fail(RunFailure(run, error, details))
+                    continue
+                if kind == "run":
+                    on_done(item, result)
+                elif kind == "batch":
+                    for run, record in zip(item, result):
+                        on_done(run, record)
+                else:
+                    unpack_agent(result, item)
+                    submit_waiting(item, result)
+    except BaseException:
+        tasks.cancel(list(in_flight))
+        raise
+
+
+class _RayTasks:
+    """Each task a Ray task with the run's resources and the config's ``max_retries``."""
+
+    where = "as a Ray task"
+
+    def __init__(self, ray: Any, cfg: BenchConfig) -> None:
+        self.ray, self.cfg = ray, cfg
+        self._remote: dict[Callable[..., Any], Any] = {}
+
+    def submit(self, fn: Callable[..., Any], args: tuple, run: RunSpec, what: str) -> Any:
+        if fn not in self._remote:
+            self._remote[fn] = self.ray.remote(fn)
+        options = dict(self.cfg.run_resources(run), max_retries=self.cfg.max_retries, retry_exceptions=False, name=f"l2t {what}")
+        return self._remote[fn].options(**options).remote(*args)
+
+    def share(self, value: Any) -> Any:
+        return self.ray.put(value)
+
+    def wait(self, handles: list) -> list:
+        return self.ray.wait(handles, num_returns=1)[0]
+
+    def result(self, handle: Any) -> Any:
+        return self.ray.get(handle)
+
+    def cancel(self, handles: list) -> None:
+        for handle in handles:
+            self.ray.cancel(handle, force=True)
+
+    def describe(self, err: BaseException) -> str:
+        ray = self.ray
+        if isinstance(err, ray.exceptions.RayTaskError):
+            cause = getattr(err, "cause", None)
+            return _one_line(cause) if isinstance(cause, BaseException) else _one_line(err)
+        if isinstance(err, ray.exceptions.WorkerCrashedError):
+            return f"its worker process died {self.cfg.max_retries + 1} time(s) (max_retries={self.cfg.max_retries}): {_one_line(err)}"
+        return _one_line(err)
+
+
+def _init_worker(threads: int) -> None:
+    """A worker process of :class:`_PoolTasks`: its share of the CPU's threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+class _PoolTasks:
+    """Each task in one of ``workers`` processes of this machine (``l2t bench --workers N``).
+
+    Started with ``spawn`` (a forked child of a process that has run torch can hang in OpenMP);
+    each worker gets ``threads`` torch threads. A worker that dies is not retried: every task in
+    flight then fails, and the rerun resumes them.
+    """
+
+    where = "in a worker process"
+
+    def __init__(self, workers: int, threads: int) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(threads,))
+
+    def submit(self, fn: Callable[..., Any], args: tuple, run: RunSpec, what: str) -> Any:
+        return self.pool.submit(fn, *args)
+
+    def share(self, value: Any) -> Any:
+        return value
+
+    def wait(self, handles: list) -> list:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        return list(wait(handles, return_when=FIRST_COMPLETED).done)
+
+    def result(self, handle: Any) -> Any:
+        return handle.result()
+
+    def cancel(self, handles: list) -> None:
+        for handle in handles:
+            handle.cancel()
+
+    def describe(self, err: BaseException) -> str:
+        from concurrent.futures.process import BrokenProcessPool
+
+        if isinstance(err, BrokenProcessPool):
+            return f"a worker process died (workers are not retried; rerun to resume): {_one_line(err)}"
+        return _one_line(err)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 class RayBackend:
     """Each run a Ray task on a cluster (``address``: ``auto``, ``ray://host:port``) or a local Ray.
 
@@ -208,82 +407,11 @@ class RayBackend:
         return True
 
     def execute(self, cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver) -> None:
-        on_done, on_fail, tensorboard = driver.on_done, driver.on_fail, driver.tensorboard
         self.check_gpus(cfg, pending)
         ray = import_ray()
         started = self._init(ray)
-        prepare_task, run_task, batch_task = ray.remote(_remote_prepare), ray.remote(_remote_run), ray.remote(_remote_batch)
-        in_flight: dict[Any, tuple[str, Any]] = {}  # ref -> ("run", RunSpec), ("batch", [RunSpec]) or ("agent", its path)
-        # what waits for each agent: single runs, and batched groups of seeds (a list of runs)
-        waiting: dict[Path, list[Union[RunSpec, list[RunSpec]]]] = defaultdict(list)
-
-        def options(run: RunSpec, what: str) -> dict:
-            return dict(cfg.run_resources(run), max_retries=cfg.max_retries, retry_exceptions=False, name=f"l2t {what}")
-
-        def submit(run: RunSpec, files: Any = None, label: Optional[str] = None) -> None:
-            ckpt = str(checkpoint_path(out.resolve(), run)) if cfg.checkpoint_every else None
-            in_flight[run_task.options(**options(run, run.key)).remote(cfg, run, files, label, ckpt)] = ("run", run)
-
-        def submit_batch(group: list[RunSpec], files: Any = None, label: Optional[str] = None) -> None:
-            what = f"{group[0].key} +{len(group) - 1} seeds"
-            in_flight[batch_task.options(**options(group[0], what)).remote(cfg, group, files, label)] = ("batch", group)
-
-        def submit_runs(path: Path, files: dict[str, bytes]) -> None:
-            files_ref = ray.put(files)  # one copy in the object store for all the seeds
-            for item in waiting[path]:
-                (submit_batch if isinstance(item, list) else submit)(item, files_ref, str(path.relative_to(out)))
-
         try:
-            for group in batch_groups(cfg, pending):
-                run = group[0]
-                batched = cfg.batches(run.teacher)  # the seeds of a batching teacher: one task, one vector env
-                path = agent_path(out, cfg, run)
-                if path is None and batched:
-                    submit_batch(group)
-                    continue
-                if path is None:
-                    submit(run)
-                    continue
-                if path not in waiting and not path.exists():
-                    ref = prepare_task.options(**options(run, f"agent {path.name}")).remote(
-                        cfg, run, path.name, str(tensorboard) if tensorboard else None
-                    )
-                    in_flight[ref] = ("agent", path)
-                    driver.progress.note("{} ({} steps), as a Ray task".format(*agent_work(cfg, run)))
-                waiting[path].append(group if batched else run)
-            for path in waiting:
-                if path.exists():  # saved by an earlier invocation
-                    submit_runs(path, pack_agent(path))
-            while in_flight:
-                ready, _ = ray.wait(list(in_flight), num_returns=1)
-                for ref in ready:
-                    kind, item = in_flight.pop(ref)
-                    try:
-                        result = ray.get(ref)
-                    except Exception as err:  # a RayTaskError (the run raised) or a worker that died past its retries
-                        error, details = self._describe(ray, err, cfg), str(err)
-                        if kind == "run":
-                            on_fail(RunFailure(item, error, details))
-                        elif kind == "batch":
-                            for run in item:
-                                on_fail(RunFailure(run, error, details))
-                        else:
-                            for waiter in waiting[item]:
-                                for run in waiter if isinstance(waiter, list) else [waiter]:
-                                    on_fail(RunFailure(run, f"preparing its agent failed: {error}", details))
-                        continue
-                    if kind == "run":
-                        on_done(item, result)
-                    elif kind == "batch":
-                        for run, record in zip(item, result):
-                            on_done(run, record)
-                    else:
-                        unpack_agent(result, item)
-                        submit_runs(item, result)
-        except BaseException:
-            for ref in in_flight:
-                ray.cancel(ref, force=True)
-            raise
+            schedule(cfg, out, pending, driver, _RayTasks(ray, cfg))
         finally:
             if started:
                 ray.shutdown()
@@ -299,15 +427,6 @@ class RayBackend:
                 f"device={cfg.device!r}, but the runs of {without} ask Ray for no GPU, and Ray hides the GPUs from such "
                 f"tasks; give them resources: {{num_gpus: ...}} (fractions allowed, e.g. 0.25) or use device: cpu"
             )
-
-    @staticmethod
-    def _describe(ray: Any, err: BaseException, cfg: BenchConfig) -> str:
-        if isinstance(err, ray.exceptions.RayTaskError):
-            cause = getattr(err, "cause", None)
-            return _one_line(cause) if isinstance(cause, BaseException) else _one_line(err)
-        if isinstance(err, ray.exceptions.WorkerCrashedError):
-            return f"its worker process died {cfg.max_retries + 1} time(s) (max_retries={cfg.max_retries}): {_one_line(err)}"
-        return _one_line(err)
 
 
 def make_backend(name: str, address: Optional[str] = None) -> Backend:

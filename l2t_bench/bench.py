@@ -78,6 +78,7 @@ from l2t_bench.config import (  # the harness's public names, re-exported
     RunSpec,
     TaskSpec,
     TeacherSpec,
+    check_workers,
     config_hash,
     load_bench_config,
     plan_runs,
@@ -144,6 +145,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar (nor, without a terminal, the line per finished run)")
     p.add_argument("--backend", choices=BACKENDS, default="local", help="where runs execute: this process (default) or Ray tasks")
     p.add_argument("--address", help="with --backend ray: the cluster, 'auto' or ray://host:port (default: start a local Ray)")
+    p.add_argument("--workers", type=int, help="local backend: run this many tasks at once in worker processes, each with "
+                        "its share of torch's threads (default: the config's workers, else 1: one after another in this process)")
     p.add_argument("--pin-numerics", action="store_true",
                    help="run in a process with CPU-independent kernels and one thread (l2t_bench/numerics.py), "
                         "for bit-equal results across x86-64 CPUs with the same torch and numpy builds; "
@@ -160,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_bench_config(args.config) if args.config else None
     if cfg is not None and args.device:
         cfg.device = args.device
+    if cfg is not None and getattr(args, "workers", None) is not None:
+        cfg.workers = check_workers(args.workers, "--workers")
     if args.tasks or args.teachers:
         if cfg is None:
             raise ValueError("--tasks/--teachers select labels of a config: give --config too")
@@ -200,7 +205,7 @@ def retry_command(args: argparse.Namespace, out: Path) -> str:
     for flag in ("tasks", "teachers"):
         if getattr(args, flag, None):
             words += [f"--{flag}", *getattr(args, flag)]
-    for flag in ("device", "address"):
+    for flag in ("device", "address", "workers"):
         if getattr(args, flag, None):
             words += [f"--{flag}", str(getattr(args, flag))]
     if getattr(args, "backend", "local") != "local":

@@ -2,7 +2,7 @@
 
 A run's key is (task label, teacher label, seed, hash of everything else that shapes it): the
 resume rule of ``runs.jsonl`` and the identity of trained agents both rest on it. Where a run
-executes (``resources``, ``max_retries``) and which modules register its teachers (``imports``) do
+executes (``resources``, ``max_retries``, ``workers``) and which modules register its teachers (``imports``) do
 not shape its result and stay out of the key.
 """
 
@@ -22,7 +22,7 @@ from l2t_env.config_files import builtin_names, config_dir, read_yaml
 BENCH_KEYS = (
     "name", "description", "tasks", "teachers", "seeds", "train_seeds", "train_timesteps",
     "task_overrides", "env_kwargs", "device", "reference", "checkpoint_every", "resources", "max_retries", "imports",
-    "batch_seeds",
+    "batch_seeds", "workers",
 )
 TASK_ENTRY_KEYS = ("name", "label", "overrides", "resources")
 TEACHER_ENTRY_KEYS = ("name", "label", "kwargs", "env_kwargs", "pretrain", "resources")
@@ -97,6 +97,8 @@ class BenchConfig:
     resources: dict = field(default_factory=dict)
     #: how often a run whose worker process died is started again (Ray backend)
     max_retries: int = DEFAULT_MAX_RETRIES
+    #: local backend: run this many tasks at once in worker processes (1: one after another in this process)
+    workers: int = 1
     #: modules imported before the teachers are made, in the driver and in every worker
     imports: list[str] = field(default_factory=list)
     #: write a mid-episode checkpoint every N teaching steps (None: none); not part of a run's key
@@ -376,8 +378,16 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
         imports=list(imports),
         checkpoint_every=check_checkpoint_every(raw.get("checkpoint_every"), "bench config: checkpoint_every"),
         batch_seeds=_flag(raw.get("batch_seeds", True), "batch_seeds"),
+        workers=check_workers(raw.get("workers", 1), "bench config: workers"),
         raw=raw,
     )
+
+
+def check_workers(value: Any, what: str) -> int:
+    """A number of local worker processes: an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what}={value!r}: expected an integer >= 1 (1: the runs one after another in this process)")
+    return value
 
 
 def _flag(value: Any, key: str) -> bool:

@@ -128,6 +128,9 @@ def test_resources_per_run(tmp_path):
         ({"max_retries": -1}, r"max_retries=-1: expected an integer >= 0"),
         ({"imports": ["no_such_module_xyz"]}, r"imports: cannot import module 'no_such_module_xyz'"),
         ({"imports": "bench_fault_teachers"}, r"imports='bench_fault_teachers': expected a list of module names"),
+        ({"workers": 0}, r"workers=0: expected an integer >= 1"),
+        ({"workers": True}, r"workers=True: expected an integer >= 1"),
+        ({"workers": "2"}, r"workers='2': expected an integer >= 1"),
     ],
 )
 def test_backend_config_errors_name_the_bad_value(change, message):
@@ -155,3 +158,45 @@ def test_ray_runs_on_cuda_must_ask_for_a_gpu():
         RayBackend.check_gpus(cfg, plan_runs(cfg))
     cfg = load_bench_config({**TINY, "device": "cuda", "resources": {"num_gpus": 0.25}, "teachers": ["ce"]})
     RayBackend.check_gpus(cfg, plan_runs(cfg))  # every run asks for a share of a GPU: accepted
+
+
+def test_workers_run_the_bench_in_processes(tmp_path, capsys):
+    """--workers 2: the same records as one process (a batched teacher, a one-by-one teacher and a
+    trained SB3 agent whose batched seeds wait for it); a raising run is reported with its worker's
+    traceback and the others finish; the retry command keeps --workers."""
+    pytest.importorskip("stable_baselines3")
+    ppo = {"name": "ppo", "kwargs": {"n_steps": 2, "batch_size": 2, "n_epochs": 1}}
+    base = {**TINY, "teachers": ["ce", "test-raises", ppo, "l2t-dlf"], "train_seeds": [100], "train_timesteps": 4}
+    one = run_bench(load_bench_config(base), tmp_path / "one")
+    cfg = _write(tmp_path, {**base, "workers": 1})
+    out = tmp_path / "two"
+    assert cli.main(["bench", "--config", str(cfg), "--out", str(out), "--workers", "2"]) == 1
+    text = capsys.readouterr().out
+    assert "training ppo on digits-mlp (4 steps), in a worker process" in text
+    assert f"retry them (finished runs are kept): l2t bench --config {cfg} --out {out} --workers 2" in text
+    failed = json.loads((out / "failed_runs.json").read_text())
+    assert sorted(f["key"].split("|")[1] for f in failed) == ["test-raises", "test-raises"]
+    assert all("RuntimeError: test-raises: this teacher always fails" in f["details"] and "in act" in f["details"] for f in failed)
+    two = {r["key"]: r for r in read_runs(out / "runs.jsonl")}
+    assert sorted(two) == sorted(r["key"] for r in one.records)  # same runs, same keys
+    for r in one.records:  # workers run with one torch thread each: equal to float32 rounding
+        assert two[r["key"]]["test_acc"] == pytest.approx(r["test_acc"], abs=1e-6)
+        assert two[r["key"]]["numerics"]["threads"] == 1
+    assert (out / "agents").is_dir() and any((out / "agents").iterdir())
+    assert cli.main(["bench", "--config", str(cfg), "--out", str(out), "--workers", "0"]) == 2
+    assert "error: --workers=0: expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_a_worker_that_dies_fails_its_run_and_the_rerun_finishes(tmp_path):
+    marker = tmp_path / "killed"
+    cfg = load_bench_config({
+        **TINY, "workers": 2, "batch_seeds": False,
+        "teachers": [{"name": "test-sigkill-once", "kwargs": {"marker": str(marker), "kill_at": 1}}],
+    })
+    result = run_bench(cfg, tmp_path / "out")
+    assert marker.exists() and result.failures  # the killed worker's run, and any other in flight then
+    assert all("a worker process died" in f.error for f in result.failures)
+    assert len(result.records) + len(result.failures) == 2
+    again = run_bench(cfg, tmp_path / "out")  # the rerun resumes: every seed finished once
+    assert not again.failures
+    assert sorted(r["seed"] for r in read_runs(tmp_path / "out" / "runs.jsonl")) == [0, 1]
