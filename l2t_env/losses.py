@@ -47,6 +47,34 @@ class LossFamily(ABC):
         return [("all", slice(0, self.n_params))] if self.n_params else []
 
 
+def leaky_relu(h: torch.Tensor, slope: float, constant_mask: bool = True) -> torch.Tensor:
+    """``F.leaky_relu(h, slope)``; with ``constant_mask``, as ``h * mask`` with the mask (1 or ``slope``) held constant.
+
+    The same values and gradients, bit for bit. LeakyReLU is piecewise linear, so the derivative
+    of its gradient with respect to ``h`` is zero almost everywhere; autograd's own rule still
+    materialises that zero as a tensor and sends it back through every earlier layer whenever a
+    gradient is differentiated again, which the look-ahead's hypergradient does at every unrolled
+    step. With a constant mask that work is never scheduled; without a second differentiation
+    the plain kernel is cheaper (one pass over ``h`` instead of two).
+    """
+    if not constant_mask:
+        return F.leaky_relu(h, slope)
+    mask = torch.ops.aten.leaky_relu_backward(h.new_ones(()).expand_as(h), h.detach(), slope, False)
+    return h * mask
+
+
+def _may_be_differentiated(t: torch.Tensor) -> bool:
+    """Whether gradients may flow to ``t``, looking through ``vmap``'s batched wrappers
+    (inside ``vmap`` a tensor reports ``requires_grad=False`` whatever the outer one is); True when unsure."""
+    try:
+        from torch._C._functorch import get_unwrapped, is_batchedtensor
+    except ImportError:  # pragma: no cover - a torch without these: the always-correct choice
+        return True
+    while is_batchedtensor(t):
+        t = get_unwrapped(t)
+    return t.requires_grad
+
+
 class DynamicLossNetwork(LossFamily):
     """The DLN of L2T-DLN: a bias-free MLP scored on the "1-vs-1" view of the student's outputs.
 
@@ -116,7 +144,7 @@ class DynamicLossNetwork(LossFamily):
         weights = self.weights(phi)
         h = F.linear(s, weights[0][:, :2], weights[0][:, 2])
         for w in weights[1:]:
-            h = F.linear(F.leaky_relu(h, self.negative_slope), w)
+            h = F.linear(leaky_relu(h, self.negative_slope, _may_be_differentiated(phi)), w)
         return h[..., 0]
 
     def one_vs_one(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -137,8 +165,9 @@ class DynamicLossNetwork(LossFamily):
         other = (targets[:, None] != torch.arange(s.shape[1], device=s.device)).to(s.dtype)
         w_in = weights[0]
         h = F.linear(torch.stack([s_true, s], dim=-1), w_in[:, :2], w_in[:, 2]) * other[..., None]
+        second_order = _may_be_differentiated(phi)  # the look-ahead: its hypergradient differentiates the gradient
         for w in weights[1:]:
-            h = F.linear(F.leaky_relu(h, self.negative_slope), w)
+            h = F.linear(leaky_relu(h, self.negative_slope, second_order), w)
         return h.mean()
 
 
