@@ -34,6 +34,8 @@ class KillOnceTeacher(FixedTeacher):
     appends one line per action to ``marker + ".acts"`` (how many steps a retry ran).
     """
 
+    batched = False  # it reads the single env's teaching step
+
     def __init__(self, marker: str, kill_at: int = 0) -> None:
         super().__init__()
         self.marker, self.kill_at = Path(marker), int(kill_at)
