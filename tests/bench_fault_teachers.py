@@ -31,10 +31,12 @@ class KillOnceTeacher(FixedTeacher):
     mid-run), then acts as ``fixed``.
 
     ``marker``: a file created just before the kill; while it exists the teacher behaves, and
-    appends one line per action to ``marker + ".acts"`` (how many steps a retry ran).
+    appends one line per action to ``marker + ".acts"`` (how many steps a retry ran). One env at a
+    time (``batched = False``): a worker killed mid-run and resumed from its per-run checkpoint is
+    the one-by-one path (``fixed``, its parent, would batch its seeds).
     """
 
-    batched = False  # it reads the single env's teaching step
+    batched = False
 
     def __init__(self, marker: str, kill_at: int = 0) -> None:
         super().__init__()
