@@ -9,13 +9,21 @@ Student steps/s = N * K * steps / seconds; the ratio is to the single env of the
 ``--teacher`` adds teaching iterations/s of the batched ``l2t-dln`` teacher (N stacked LSTMs,
 each iteration two batched K-step unrolls and one Adam step) against one teacher on one env.
 
+``--single-from A.json`` adds ratios against the single env of an earlier run of this script (its
+``--json``): each at its best setting on a small CPU, e.g. the single env on one thread and the
+vector envs on two, which one process cannot measure side by side (after a two-thread section,
+OpenMP's spinning worker slows the one-thread code of the same process about twofold).
+
 Full run (CPU):  python benchmarks/vector_env.py --threads 1 --teacher --json runs/bench/vector_env.json
+Both cores:      python benchmarks/vector_env.py --threads 1 --tasks digits-mlp --json runs/vec1.json
+                 python benchmarks/vector_env.py --threads 2 --tasks digits-mlp --single-from runs/vec1.json
 Smoke run:       python benchmarks/vector_env.py --quick --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -81,11 +89,18 @@ def main() -> None:
     parser.add_argument("--lookahead", nargs="+", default=["off", "K"], choices=["off", "K"],
                         help="look-ahead settings to measure on digits-mlp (other tasks: off only)")
     parser.add_argument("--teacher", action="store_true", help="also time the batched l2t-dln teacher on digits-mlp")
+    parser.add_argument("--single-from", type=Path, default=None, metavar="JSON",
+                        help="also print ratios against the single env of an earlier run's --json (e.g. one with --threads 1)")
     args = parser.parse_args()
     finish_common_args(args, DEFAULT_TASKS, repeats=3, warmup=1, quick_tasks=["digits-mlp"])
     if args.quick:
         args.sizes = [n for n in args.sizes if n <= 8] or [1]
     info = print_header("vector env: student steps/s, N batched students vs one single env", args)
+    earlier = {}
+    if args.single_from:
+        prior = json.loads(args.single_from.read_text())
+        earlier = {(r["task"], r["lookahead"]): r["student_steps_per_s"] for r in prior["results"] if r.get("n") == 0 and "lookahead" in r}
+        print(f"single env of {args.single_from}: torch threads {prior['environment'].get('threads', '?')}")
     results = []
     cases = [(task, la) for task in args.tasks for la in (args.lookahead if task == "digits-mlp" else ["off"])]
     for task, lookahead in cases:
@@ -102,14 +117,17 @@ def main() -> None:
                 if r >= args.warmup:
                     times[n].append(seconds)
         single = k * args.steps / median(times[0])
-        rows = [["single env", "1", f"{single:.0f}", fmt_x(1.0)]]
+        other = earlier.get((task, lookahead))
+        extra = [f"{other:.0f}"] if other else []
+        rows = [["single env", "1", f"{single:.0f}", fmt_x(1.0), *([fmt_x(single / other)] if other else [])]]
         for n in args.sizes:
             rate = n * k * args.steps / median(times[n])
-            rows.append(["vector env", str(n), f"{rate:.0f}", fmt_x(rate / single)])
-            results.append({"task": task, "lookahead": lookahead, "n": n, "student_steps_per_s": rate, "ratio": rate / single})
+            rows.append(["vector env", str(n), f"{rate:.0f}", fmt_x(rate / single), *([fmt_x(rate / other)] if other else [])])
+            results.append({"task": task, "lookahead": lookahead, "n": n, "student_steps_per_s": rate, "ratio": rate / single,
+                            **({"ratio_vs_earlier_single": rate / other} if other else {})})
         results.append({"task": task, "lookahead": lookahead, "n": 0, "student_steps_per_s": single, "ratio": 1.0})
         print(f"\n{task}, look-ahead {lookahead} (K={k}, {args.steps} teaching steps per measurement)")
-        print_table(["env", "N", "student steps/s", "vs single env"], rows)
+        print_table(["env", "N", "student steps/s", "vs single env", *([f"vs earlier single env ({extra[0]}/s)"] if other else [])], rows)
         del envs
     if args.teacher:
         from l2t_agents import make_teacher
