@@ -27,6 +27,7 @@ if str(REPO) not in sys.path:  # so that `python benchmarks/x.py` finds the repo
 import torch  # noqa: E402
 
 import l2t_env  # noqa: E402,F401  (registers L2T-v0)
+from l2t_bench.allocator import keep_large_blocks  # noqa: E402
 from l2t_bench.numerics import cpu_model  # noqa: E402
 from l2t_bench.options import parse_overrides  # noqa: E402
 from l2t_env.env import resolve_device  # noqa: E402
@@ -56,6 +57,8 @@ def add_common_args(parser: argparse.ArgumentParser, default_tasks: Sequence[str
                              f"(--quick alone sets {' '.join(f'{k}={v}' for k, v in QUICK_OVERRIDES.items())})")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 repeats, 1 warm-up, shorter K")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--malloc-default", action="store_true",
+                        help="keep glibc's default mmap threshold (the scripts otherwise apply l2t_bench.allocator.keep_large_blocks, as l2t does)")
 
 
 def finish_common_args(args: argparse.Namespace, default_tasks: Sequence[str], repeats: int, warmup: int,
@@ -76,6 +79,8 @@ def finish_common_args(args: argparse.Namespace, default_tasks: Sequence[str], r
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     args.device = str(resolve_device(args.device))
+    # as the l2t command does; --malloc-default measures glibc's own policy
+    args.malloc_tuned = False if args.malloc_default else keep_large_blocks()
 
 
 def task_spec(name: str) -> tuple[Any, dict]:
@@ -162,8 +167,10 @@ def print_header(title: str, args: argparse.Namespace) -> dict:
     print(f"torch {info['torch']}" + (f" (CUDA {info['cuda']})" if info["cuda"] else "") + f" | python {info['python']} | device {info['device']} ({info['device_name']}) | "
           f"torch threads {info['threads']} | cpus {info['cpu_count']}"
           + (f" | load avg {info['load_average'][0]:.2f}" if info["load_average"] else ""))
+    info["malloc_large_blocks_kept"] = getattr(args, "malloc_tuned", False)
     print(f"repeats {args.repeats} (median reported) after {args.warmup} warm-up | seed {args.seed} | "
-          f"task overrides {args.task_overrides or '{}'}" + (" (--quick)" if args.quick else ""))
+          f"task overrides {args.task_overrides or '{}'}" + (" (--quick)" if args.quick else "")
+          + f" | malloc: {'large blocks kept' if info['malloc_large_blocks_kept'] else 'glibc default'}")
     if info["device"] == "cpu" and info["load_average"] and info["threads"] > 1 and info["load_average"][0] > 0.5:
         print(f"note: host load average {info['load_average'][0]:.2f} on {info['cpu_count']} cpus with {info['threads']} "
               "torch threads; OpenMP spin-waits can inflate times many-fold on a shared host (try --threads 1)")

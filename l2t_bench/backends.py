@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Protocol, Union
 
+from l2t_bench.allocator import keep_large_blocks
 from l2t_bench.config import BenchConfig, RunSpec, import_modules
 from l2t_bench.numerics import is_pinned, pinned_environment
 from l2t_bench.progress import BenchProgress
@@ -159,6 +160,7 @@ def import_ray() -> Any:
 
 def _remote_prepare(cfg: BenchConfig, run: RunSpec, name: str, tensorboard: Optional[str]) -> dict[str, bytes]:
     """Ray task: train or pretrain the run's teacher in a scratch folder; return its files (the driver saves them)."""
+    keep_large_blocks()
     import_modules(cfg.imports)
     with tempfile.TemporaryDirectory(prefix="l2t-agent-") as tmp:
         path = Path(tmp) / name
@@ -185,6 +187,7 @@ def _remote_run(
     ``checkpoint`` is the driver's path: a retried run resumes from it where the worker sees the
     driver's output folder (one machine, or a shared filesystem), and starts over otherwise.
     """
+    keep_large_blocks()
     import_modules(cfg.imports)
     ckpt = Path(checkpoint) if checkpoint else None
     with _unpacked(agent_files) as agent:
@@ -194,6 +197,7 @@ def _remote_run(
 def _remote_batch(cfg: BenchConfig, runs: list[RunSpec], agent_files: Optional[dict[str, bytes]] = None, agent_label: Optional[str] = None) -> list[dict]:
     """Ray task: the seeds of a batching teacher as one vector-env run (``execute_batched``), with
     its trained agent unpacked locally when it has one."""
+    keep_large_blocks()
     import_modules(cfg.imports)
     with _unpacked(agent_files) as agent:
         return execute_batched(cfg, runs, agent, agent_label if agent else None)
@@ -329,9 +333,10 @@ class _RayTasks:
 
 
 def _init_worker(threads: int) -> None:
-    """A worker process of :class:`_PoolTasks`: its share of the CPU's threads."""
+    """A worker process of :class:`_PoolTasks`: its share of the CPU's threads, the driver's allocator setting."""
     import torch
 
+    keep_large_blocks()
     torch.set_num_threads(threads)
 
 

@@ -7,6 +7,7 @@ import sys
 from typing import Optional, Sequence
 
 from l2t_bench import bench, teach
+from l2t_bench.allocator import keep_large_blocks
 from l2t_bench.numerics import is_pinned, run_pinned
 
 
@@ -38,6 +39,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "pin_numerics", False) and not is_pinned():  # the pins must be set before torch loads
         return run_pinned(list(sys.argv[1:] if argv is None else argv), replace=argv is None)
+    keep_large_blocks()  # batched teachers allocate big tensors: keep them in the heap (l2t_bench/allocator.py)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, ImportError) as err:
