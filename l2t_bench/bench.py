@@ -55,6 +55,10 @@ What ``--out DIR`` holds:
 with its key and error, the others go on, and the command exits with 1 after printing the command
 that retries the failed runs (the same command: it resumes).
 
+``--workers N`` (config key ``workers``; default 1: one run after another in this process) runs N
+tasks at a time in worker processes of this machine, with the Ray backend's scheduler and an equal
+share of torch's threads each; where a run executes is not part of its key.
+
 ``--tasks LABEL ...`` and ``--teachers LABEL ...`` run (or summarise) a subset of the config's rows
 under the same run keys, so a big config can be run piece by piece into one folder.
 """
