@@ -123,8 +123,10 @@ class LocalBackend:
         tasks = _PoolTasks(cfg.workers, max(1, torch.get_num_threads() // cfg.workers))
         try:
             schedule(cfg, out, pending, driver, tasks)
-        finally:
-            tasks.close()
+        except BaseException:  # Ctrl-C included: stop the workers now; finished runs are already written
+            tasks.close(terminate=True)
+            raise
+        tasks.close()
 
     @staticmethod
     def _prepare(cfg: BenchConfig, run: RunSpec, path: Optional[Path], failed: dict[Path, str], driver: Driver) -> Optional[tuple[str, str]]:
@@ -381,7 +383,14 @@ class _PoolTasks:
             return f"a worker process died (workers are not retried; rerun to resume): {_one_line(err)}"
         return _one_line(err)
 
-    def close(self) -> None:
+    def close(self, terminate: bool = False) -> None:
+        """Shut the pool down; ``terminate`` also stops the runs still going (an interrupted benchmark)."""
+        if terminate:
+            processes = list((getattr(self.pool, "_processes", None) or {}).values())  # CPython's pool keeps them there
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
+            return
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 

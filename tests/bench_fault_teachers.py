@@ -52,3 +52,20 @@ class KillOnceTeacher(FixedTeacher):
             with open(f"{self.marker}.acts", "a") as fh:
                 fh.write(f"{step}\n")
         return super().act(obs)
+
+
+@register_teacher("test-sleeps")
+class SleepingTeacher(FixedTeacher):
+    """Sleeps for ``seconds`` on its first action: a long run to interrupt."""
+
+    batched = False
+
+    def __init__(self, seconds: float = 60.0) -> None:
+        super().__init__()
+        self.seconds = float(seconds)
+
+    def act(self, obs: Any) -> np.ndarray:
+        import time
+
+        time.sleep(self.seconds)
+        return super().act(obs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -200,3 +201,31 @@ def test_a_worker_that_dies_fails_its_run_and_the_rerun_finishes(tmp_path):
     again = run_bench(cfg, tmp_path / "out")  # the rerun resumes: every seed finished once
     assert not again.failures
     assert sorted(r["seed"] for r in read_runs(tmp_path / "out" / "runs.jsonl")) == [0, 1]
+
+
+def test_ctrl_c_stops_the_workers_and_keeps_finished_runs(tmp_path):
+    """SIGINT to `l2t bench --workers 2` while a worker is busy: exit 130 at once (the busy worker
+    is stopped, not waited for), the finished runs kept for the rerun."""
+    import signal
+    import subprocess
+    import time
+
+    cfg = _write(tmp_path, {**TINY, "teachers": ["ce", {"name": "test-sleeps", "kwargs": {"seconds": 120}}], "workers": 2})
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "l2t_bench.cli", "bench", "--config", str(cfg), "--out", str(out), "--quiet"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job may inherit SIG_IGN
+    )
+    runs = out / "runs.jsonl"
+    deadline = time.time() + 90
+    while time.time() < deadline and not (runs.is_file() and len(read_runs(runs)) == 2):
+        time.sleep(0.5)
+    assert len(read_runs(runs)) == 2  # ce's two seeds; test-sleeps still asleep in the workers
+    proc.send_signal(signal.SIGINT)
+    start = time.time()
+    text, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.time() - start < 30, text
+    assert "interrupted: finished runs are in" in text
+    assert sorted(r["teacher"] for r in read_runs(runs)) == ["ce", "ce"]
