@@ -12,7 +12,7 @@ each iteration two batched K-step unrolls and one Adam step) against one teacher
 ``--single-from A.json`` adds ratios against the single env of an earlier run of this script (its
 ``--json``): each at its best setting on a small CPU, e.g. the single env on one thread and the
 vector envs on two, which one process cannot measure side by side (after a two-thread section,
-OpenMP's spinning worker slows the one-thread code of the same process about twofold).
+OpenMP's idle worker keeps spinning and slows the one-thread code of the same process).
 
 Full run (CPU):  python benchmarks/vector_env.py --threads 1 --teacher --json runs/bench/vector_env.json
 Both cores:      python benchmarks/vector_env.py --threads 1 --tasks digits-mlp --json runs/vec1.json
