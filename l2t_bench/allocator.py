@@ -6,9 +6,10 @@ on first touch. N stacked ``l2t-dln`` teachers allocate tensors of N x 5,000 x 2
 at N = 32) for every LSTM gate, so without this they spend about half their time in page faults
 (``benchmarks/vector_env.py --teacher``; docs/vector-env.md). The ``l2t`` command calls
 :func:`keep_large_blocks` in its process and in its worker processes; a library user's own script
-may call it too. It changes where memory comes from, never a result; the price is that freed
-memory is kept for reuse instead of returned to the system at once (up to 1 GiB above the heap's
-top). ``L2T_MALLOC_TUNING=0`` turns it off.
+may call it too. It changes where memory comes from, never a result; the price is memory: freed
+blocks are kept for reuse instead of returned to the system, and the heap fragments (a vmapped
+ResNet-8 at N = 32: peak RSS 8.0 GB instead of 5.0 GB, and 1.9x faster). ``L2T_MALLOC_TUNING=0``
+turns it off: do so for a run that is short of memory.
 """
 
 from __future__ import annotations
