@@ -118,16 +118,19 @@ def main() -> None:
                     times[n].append(seconds)
         single = k * args.steps / median(times[0])
         other = earlier.get((task, lookahead))
-        extra = [f"{other:.0f}"] if other else []
-        rows = [["single env", "1", f"{single:.0f}", fmt_x(1.0), *([fmt_x(single / other)] if other else [])]]
+
+        def vs_other(rate: float) -> list[str]:
+            return [fmt_x(rate / other)] if other else []
+
+        rows = [["single env", "1", f"{single:.0f}", fmt_x(1.0), *vs_other(single)]]
         for n in args.sizes:
             rate = n * k * args.steps / median(times[n])
-            rows.append(["vector env", str(n), f"{rate:.0f}", fmt_x(rate / single), *([fmt_x(rate / other)] if other else [])])
+            rows.append(["vector env", str(n), f"{rate:.0f}", fmt_x(rate / single), *vs_other(rate)])
             results.append({"task": task, "lookahead": lookahead, "n": n, "student_steps_per_s": rate, "ratio": rate / single,
                             **({"ratio_vs_earlier_single": rate / other} if other else {})})
         results.append({"task": task, "lookahead": lookahead, "n": 0, "student_steps_per_s": single, "ratio": 1.0})
         print(f"\n{task}, look-ahead {lookahead} (K={k}, {args.steps} teaching steps per measurement)")
-        print_table(["env", "N", "student steps/s", "vs single env", *([f"vs earlier single env ({extra[0]}/s)"] if other else [])], rows)
+        print_table(["env", "N", "student steps/s", "vs single env", *([f"vs earlier single env ({other:.0f}/s)"] if other else [])], rows)
         del envs
     if args.teacher:
         from l2t_agents import make_teacher

@@ -56,8 +56,9 @@ def main() -> None:
     print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=40))
 
     cfg = envs.unwrapped.config
-    width = 40
-    h = torch.randn(args.n, cfg.batch_size * 10, width)  # digits: B x C rows of the one-vs-one view
+    classes = gym.make("L2T-v0", task=args.tasks[0], lookahead="off", **args.task_overrides).unwrapped.raw.num_classes
+    width = envs.unwrapped.loss_family.shapes[1][1]  # the DLN's hidden width
+    h = torch.randn(args.n, cfg.batch_size * classes, width)  # B x C rows of the one-vs-one view
     w = torch.randn(args.n, width, width)
     for _ in range(5):
         torch.bmm(h, w)

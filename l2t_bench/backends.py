@@ -235,7 +235,7 @@ def schedule(cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver
     in_flight: dict[Any, tuple[str, Any]] = {}  # handle -> ("run", RunSpec), ("batch", [RunSpec]) or ("agent", its path)
     # what waits for each agent: single runs, and batched groups of seeds (a list of runs)
     waiting: dict[Path, list[Union[RunSpec, list[RunSpec]]]] = defaultdict(list)
-    ready: list[tuple[Union[RunSpec, list[RunSpec]], Any, Optional[str]]] = []  # runs and groups to submit, in plan order
+    ready: list[Union[RunSpec, list[RunSpec]]] = []  # runs and groups needing no agent, submitted after the agents' tasks
 
     def submit(item: Union[RunSpec, list[RunSpec]], files: Any = None, label: Optional[str] = None) -> None:
         if isinstance(item, list):
@@ -256,7 +256,7 @@ def schedule(cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver
             item = group if cfg.batches(run.teacher) else run  # a batching teacher's seeds: one task, one vector env
             path = agent_path(out, cfg, run)
             if path is None:
-                ready.append((item, None, None))
+                ready.append(item)
                 continue
             if path not in waiting and not path.exists():
                 handle = tasks.submit(_remote_prepare, (cfg, run, path.name, str(tensorboard) if tensorboard else None), run, f"agent {path.name}")
@@ -266,8 +266,8 @@ def schedule(cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver
         for path in waiting:
             if path.exists():  # saved by an earlier invocation
                 submit_waiting(path, pack_agent(path))
-        for item, files, label in ready:
-            submit(item, files, label)
+        for item in ready:
+            submit(item)
         while in_flight:
             for handle in tasks.wait(list(in_flight)):
                 kind, item = in_flight.pop(handle)
@@ -335,10 +335,10 @@ class _RayTasks:
 
 
 def _init_worker(threads: int) -> None:
-    """A worker process of :class:`_PoolTasks`: its share of the CPU's threads, the driver's allocator setting."""
+    """A worker process of :class:`_PoolTasks`: its share of the CPU's threads (the allocator
+    setting comes with each task, as on Ray)."""
     import torch
 
-    keep_large_blocks()
     torch.set_num_threads(threads)
 
 
