@@ -4,8 +4,9 @@ For each target (``gce``, ``sce``, ... any registered robust loss, or ``ce`` for
 ``"ce"`` init against plain cross-entropy) and each seed: the target loss frozen (its teacher) and
 the DLN fitted to it frozen (teacher ``fixed`` with ``loss_kwargs={"init": target}``), the seeds
 of each batched in one vector env. The gradient agreement (:func:`l2t_env.dln_init.gradient_agreement`)
-is measured on held-out logits: 4,096 examples drawn like the fit's (``N(0, 3^2)``, the label's
-logit raised by ``U(0, 6)``) and 4,096 smaller ones (``N(0, 1)``, ``U(0, 2)``), another generator.
+is measured on held-out logits (:func:`l2t_env.dln_init.draw_logits`, another generator): 4,096
+examples drawn like the fit's (scale ``U(0, 3)``, the label's logit raised by ``U(0, 6)``) and
+4,096 smaller ones (scale ``U(0, 1)``, ``U(0, 2)``), nearer the student's start.
 
     python benchmarks/dln_fit_targets.py --task digits-mlp-noisy --seeds 0-4 --targets gce sce --threads 1
 """

@@ -132,7 +132,10 @@ class DynamicLossNetwork(LossFamily):
         if isinstance(self.init, str) and self.init in ROBUST_LOSSES:
             if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
                 raise ValueError(f"dln: init={self.init!r} needs num_classes (an integer >= 2), got {num_classes!r}")
-            self.target = HyperparameterLoss(ROBUST_LOSSES[self.init], **dict(init_kwargs or {}))
+            try:
+                self.target = HyperparameterLoss(ROBUST_LOSSES[self.init], **dict(init_kwargs or {}))
+            except ValueError as err:
+                raise ValueError(f"dln init_kwargs of init={self.init!r}: {err}") from err
         elif init_kwargs:
             raise ValueError(f"dln: init_kwargs={init_kwargs!r} given for init={init!r}; they set a robust loss init's "
                              f"hyper-parameters, expected init in {sorted(ROBUST_LOSSES)}")

@@ -243,7 +243,7 @@ def test_env_robust_loss_init_through_loss_kwargs():
     "kwargs, match",
     [
         ({"init": "gce", "init_kwargs": {"q": 0.0}}, r"gce: q=0.0, expected a finite number in \[0.001, 1.0\]"),
-        ({"init": "gce", "init_kwargs": {"p": 0.5}}, r"gce: unknown loss_kwargs \['p'\]; valid: \['q'\]"),
+        ({"init": "gce", "init_kwargs": {"p": 0.5}}, r"dln init_kwargs of init='gce': gce: unknown loss_kwargs \['p'\]; valid: \['q'\]"),
         ({"init": "ce", "init_kwargs": {"q": 0.5}}, r"init_kwargs=\{'q': 0.5\} given for init='ce'; .*expected init in"),
         ({"init": "gce", "fit": {"rows": 5}}, r"unknown key\(s\) \['rows'\]; valid: \['balance', 'examples', 'logit_std', 'lr', 'margin', 'steps'\]"),
         ({"init": "gce", "fit": {"margin": -1.0}}, r"margin=-1.0, expected a finite number >= 0"),
