@@ -9,11 +9,13 @@ examples drawn like the fit's (scale ``U(0, 3)``, the label's logit raised by ``
 4,096 smaller ones (scale ``U(0, 1)``, ``U(0, 2)``), nearer the student's start.
 
     python benchmarks/dln_fit_targets.py --task digits-mlp-noisy --seeds 0-4 --targets gce sce --threads 1
+    python benchmarks/dln_fit_targets.py --task digits-mlp-noisy --seeds 0-4 --targets gce sce --fit shift=0
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -55,9 +57,9 @@ def final_accuracies(teacher_name: str, task: str, seeds: list[int], env_kwargs:
     return [r.final["test_acc"] for r in records]
 
 
-def agreement(target: str, seeds: list[int], num_classes: int) -> list[dict]:
+def agreement(target: str, seeds: list[int], num_classes: int, fit: dict) -> list[dict]:
     """Per seed, the fitted DLN's gradient agreement with its target on each held-out set."""
-    family = DynamicLossNetwork(init=target, num_classes=num_classes)
+    family = DynamicLossNetwork(init=target, num_classes=num_classes, fit=fit)
     target_fn = ce if target == "ce" else family.target_loss
     out = []
     for seed in seeds:
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,3")
     p.add_argument("--targets", nargs="+", default=["gce", "sce"], help="robust loss names, or ce (the pairwise init vs CE)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--fit", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="fit settings (TargetFit, or CEFit for ce), e.g. --fit shift=0 steps=300")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -89,13 +93,14 @@ def main(argv: list[str] | None = None) -> dict:
     if num_classes is None:
         raise SystemExit(f"--task {args.task!r}: only the digits tasks (10 classes) are wired here")
     load_task(args.task)  # a bad task name fails before any fit
-    results = {"task": args.task, "seeds": seeds, "targets": {}}
+    fit = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.fit)}
+    results = {"task": args.task, "seeds": seeds, "fit": fit, "targets": {}}
     for target in args.targets:
         start = time.perf_counter()
-        agree = agreement(target, seeds, num_classes)  # also warms the fit caches the env reads
+        agree = agreement(target, seeds, num_classes, fit)  # also warms the fit caches the env reads
         fit_time = time.perf_counter() - start
         target_acc = final_accuracies(target, args.task, seeds, {})
-        dln_acc = final_accuracies("fixed", args.task, seeds, {"loss_kwargs": {"init": target}})
+        dln_acc = final_accuracies("fixed", args.task, seeds, {"loss_kwargs": {"init": target, "fit": fit}})
         results["targets"][target] = {"target_acc": target_acc, "dln_acc": dln_acc, "agreement": agree,
                                       "seconds": time.perf_counter() - start, "fit_seconds": fit_time}
         print(f"\n{target} on {args.task} (fits {fit_time:.0f} s, total {time.perf_counter() - start:.0f} s)")

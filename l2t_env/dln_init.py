@@ -151,6 +151,10 @@ class TargetFit:
     logit_std: float = 3.0
     #: the labelled class's logit is raised by ``U(0, margin)``
     margin: float = 6.0
+    #: every logit of an example is moved by the same ``U(-shift, shift)``: the target (a function
+    #: of softmax) ignores such a move, the DLN (a function of sigmoid) does not, and a student's
+    #: logits do drift together
+    shift: float = 3.0
     #: weight of a penalty on each example's ``(sum_k d DLN / d z_k)^2`` (the target's is zero)
     balance: float = 0.0
 
@@ -163,7 +167,7 @@ class TargetFit:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"dln init fit: {key}={value!r}, expected a finite number > 0")
-        for key in ("margin", "balance"):
+        for key in ("margin", "shift", "balance"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"dln init fit: {key}={value!r}, expected a finite number >= 0")
@@ -248,7 +252,8 @@ def _fit(shapes, score, seed: int, fit: CEFit) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- robust-loss targets
-def draw_logits(gen: torch.Generator, n: int, num_classes: int, logit_std: float, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_logits(gen: torch.Generator, n: int, num_classes: int, logit_std: float, margin: float,
+                shift: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``[n, C]`` and labels ``[n]`` as the fit sees them: ``N(0, sigma_i^2)`` with a scale
     ``sigma_i ~ U(0, logit_std)`` per example, the label's raised by ``U(0, margin)``.
 
@@ -260,7 +265,10 @@ def draw_logits(gen: torch.Generator, n: int, num_classes: int, logit_std: float
     z = torch.randn(n, num_classes, generator=gen, dtype=torch.float64) * scale
     y = torch.randint(0, num_classes, (n,), generator=gen)
     lift = torch.rand(n, generator=gen, dtype=torch.float64) * margin
-    return z.scatter_add(1, y[:, None], lift[:, None]), y
+    z = z.scatter_add(1, y[:, None], lift[:, None])
+    if shift:  # no draw when 0: the same stream as before the option
+        z = z + (torch.rand(n, 1, generator=gen, dtype=torch.float64) * 2.0 - 1.0) * shift
+    return z, y
 
 
 def per_example_grads(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z: torch.Tensor, y: torch.Tensor,
@@ -317,7 +325,7 @@ def fit_target(
     the cache key (the same name and keywords must give the same function).
     """
     kwargs_key = sorted((k, float(v)) for k, v in target_kwargs.items())
-    key_src = repr((tuple(map(tuple, shapes)), int(seed), int(num_classes), name, kwargs_key, fit.cache_key(), "target-v2"))
+    key_src = repr((tuple(map(tuple, shapes)), int(seed), int(num_classes), name, kwargs_key, fit.cache_key(), "target-v3"))
     key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
     if key not in _MEMORY:
         n = sum(a * b for a, b in shapes)
@@ -338,7 +346,7 @@ def _fit_target(shapes, dln, seed: int, fit: TargetFit, num_classes: int, target
             phi = kaiming_init(shapes, seed).requires_grad_(True)
             opt = torch.optim.Adam([phi], lr=fit.lr)
             for _ in range(fit.steps):
-                z, y = draw_logits(gen, fit.examples, num_classes, fit.logit_std, fit.margin)
+                z, y = draw_logits(gen, fit.examples, num_classes, fit.logit_std, fit.margin, fit.shift)
                 want = target_example_grads(target, z, y)
                 got = dln_example_grads(dln, phi, z, y, create_graph=True)
                 loss = (got - want).pow(2).sum() / want.pow(2).sum().clamp_min(1e-12)

@@ -214,8 +214,8 @@ def test_robust_loss_init_fits_the_targets_logit_gradient(name):
     before = dln_init.gradient_agreement(family, kaiming, family.target_loss, z, y)
     after = dln_init.gradient_agreement(family, fitted, family.target_loss, z, y)
     # closer than the zero gradient (rel_error 1) and than the Kaiming start; aligned where it was not
-    assert after["rel_error"] < min(0.9, 0.75 * before["rel_error"]), (before, after)
-    assert after["cosine"] > 0.3 > before["cosine"], (before, after)
+    assert after["rel_error"] < min(0.7, 0.5 * before["rel_error"]), (before, after)
+    assert after["cosine"] > 0.6 > 0.0 > before["cosine"], (before, after)
 
 
 def test_gradient_agreement_is_one_for_the_target_itself_and_sees_example_weights():
@@ -245,7 +245,7 @@ def test_env_robust_loss_init_through_loss_kwargs():
         ({"init": "gce", "init_kwargs": {"q": 0.0}}, r"gce: q=0.0, expected a finite number in \[0.001, 1.0\]"),
         ({"init": "gce", "init_kwargs": {"p": 0.5}}, r"dln init_kwargs of init='gce': gce: unknown loss_kwargs \['p'\]; valid: \['q'\]"),
         ({"init": "ce", "init_kwargs": {"q": 0.5}}, r"init_kwargs=\{'q': 0.5\} given for init='ce'; .*expected init in"),
-        ({"init": "gce", "fit": {"rows": 5}}, r"unknown key\(s\) \['rows'\]; valid: \['balance', 'examples', 'logit_std', 'lr', 'margin', 'steps'\]"),
+        ({"init": "gce", "fit": {"rows": 5}}, r"unknown key\(s\) \['rows'\]; valid: \['balance', 'examples', 'logit_std', 'lr', 'margin', 'shift', 'steps'\]"),
         ({"init": "gce", "fit": {"margin": -1.0}}, r"margin=-1.0, expected a finite number >= 0"),
         ({"init": "gce", "num_classes": None}, r"init='gce' needs num_classes \(an integer >= 2\), got None"),
     ],
