@@ -125,7 +125,7 @@ class L2TEnv(gym.Env):
     changes the loss network's parameters phi; the student then takes K SGD steps on the new loss.
     The teacher sees the student's state and the loss network's state, including the loss state of
     L2T-DLN: the gradient of the validation cross-entropy with respect to phi through a
-    differentiable look-ahead of the student's next K steps. See ``METHOD.md`` for the equations.
+    differentiable look-ahead of the student's next K steps. See ``docs/method.md`` (section 2) for the equations.
 
     ## Action Space
 
