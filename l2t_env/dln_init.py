@@ -28,7 +28,9 @@ documented choice:
   of a training student: ``z_ik ~ N(0, sigma_i^2)`` with ``sigma_i ~ U(0, logit_std)`` (from the
   start at ``z = 0`` to a trained student's spread), plus ``u_i ~ U(0, margin)`` on the labelled
   class, so that the batch holds examples the student gets wrong (a noisy label: small ``p_y``,
-  where the robust losses differ from CE) and examples it has learnt (large ``p_y``). Adam from the
+  where the robust losses differ from CE) and examples it has learnt (large ``p_y``), and all of an
+  example's logits moved by one ``U(-shift, shift)`` (the target ignores it, the DLN does not).
+  Frozen, these fits do not yet reach their targets' accuracy (docs/tasks-and-inits.md). Adam from the
   Kaiming init of the same seed, float64, one thread, cached like ``"ce"``. The ``"ce"`` fit above
   is unchanged (its pairwise target and settings), so its cached fits and results stay valid.
 - a tensor of ``n_params`` finite values (the flat phi), or the path of a file written by
@@ -255,7 +257,8 @@ def _fit(shapes, score, seed: int, fit: CEFit) -> torch.Tensor:
 def draw_logits(gen: torch.Generator, n: int, num_classes: int, logit_std: float, margin: float,
                 shift: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``[n, C]`` and labels ``[n]`` as the fit sees them: ``N(0, sigma_i^2)`` with a scale
-    ``sigma_i ~ U(0, logit_std)`` per example, the label's raised by ``U(0, margin)``.
+    ``sigma_i ~ U(0, logit_std)`` per example, the label's raised by ``U(0, margin)``, then all
+    of an example's logits moved by one ``U(-shift, shift)``.
 
     The per-example scale puts examples near ``z = 0``, where every student starts: with one scale
     (3) for all, a fit to GCE got the sign of the true class's gradient wrong there and the frozen
