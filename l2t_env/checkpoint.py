@@ -8,7 +8,7 @@ It keeps: the student's parameters and buffers (BatchNorm running statistics), p
 step, the split (pool rows of train and val, a noisy task's drawn training labels; the fixed
 validation subset is the first rows of val),
 the batches already drawn for the next step, the batch samplers' permutations, positions and
-generators, the augmentation generator, the env's ``np_random``, the statistics the observation
+generators (and the count of steps drawn, which decides when fine-tuning starts), the augmentation generator, the env's ``np_random``, the statistics the observation
 shows, the latest ``loss_grad`` and look-ahead (so a commit of the same phi reuses it, as it
 would have), and whether the episode is still running (it is not after a divergence or the end).
 
@@ -107,6 +107,8 @@ def env_state_dict(env: "L2TEnv") -> dict[str, Any]:
             "train": _sampler_state(stream.train_sampler),
             "val": _sampler_state(stream.val_sampler),
             "augment": stream.augment_generator.get_state(),
+            "finetune": None if stream.finetune_sampler is None else _sampler_state(stream.finetune_sampler),
+            "drawn": stream.drawn,
             "np_random": env.np_random.bit_generator.state,
             "np_random_seed": env._np_random_seed,
         },
@@ -165,10 +167,14 @@ def load_env_state_dict(env: "L2TEnv", state: dict[str, Any]) -> None:
     phi = put(state["phi"])
     if tuple(phi.shape) != (env.n_phi,):
         raise ValueError(f"the state's phi has shape {tuple(phi.shape)}, expected ({env.n_phi},)")
-    stream = BatchStream(splits, cfg.batch_size, cfg.unroll_steps, cfg.val_batch_size, 0, env.augment)
+    stream = BatchStream(splits, cfg.batch_size, cfg.unroll_steps, cfg.val_batch_size, 0, env.augment, cfg.finetune_start)
     rng = state["rng"]
     _restore_sampler(stream.train_sampler, rng["train"], "training batch")
     _restore_sampler(stream.val_sampler, rng["val"], "validation batch")
+    if stream.finetune_sampler is not None:
+        _restore_sampler(stream.finetune_sampler, rng["finetune"], "fine-tuning batch")
+    stream.drawn = int(rng.get("drawn", int(state["episode"]["t"]) + 1))
+    stream.from_val = cfg.finetune_start is not None and stream.drawn - 1 >= cfg.finetune_start
     stream.augment_generator.set_state(rng["augment"])
     np_state = rng["np_random"]
     np_random = np.random.Generator(getattr(np.random, np_state["bit_generator"])())
