@@ -321,3 +321,31 @@ def test_clean_split_teachers_are_registered_with_their_env_settings():
         make_teacher("ce-finetune", fraction=1.5)
     venv = make_vector_env(make_teacher("ce-val"), 2, task="digits-mlp", teaching_steps=2, unroll_steps=2, device="cpu")
     assert venv.unwrapped.config.train_split == "val"
+
+
+def test_clean_split_teachers_run_in_a_bench_and_are_listed(tmp_path, capsys):
+    import json
+
+    from l2t_bench import cli
+
+    assert cli.main(["list"]) == 0
+    listed = capsys.readouterr().out
+    teachers = next(line for line in listed.splitlines() if line.startswith("teachers:"))
+    assert "ce-val" in teachers and "ce-finetune" in teachers and "digits-mlp-pairnoise" in listed
+    config = tmp_path / "clean.yaml"
+    config.write_text(
+        "name: clean\n"
+        "tasks:\n  - name: digits-mlp-noisy\n    overrides: {teaching_steps: 5, unroll_steps: 2}\n"
+        "teachers:\n  - ce\n  - ce-val\n  - {name: ce-finetune, kwargs: {fraction: 0.4}}\n"
+        "seeds: [0, 1]\ndevice: cpu\n"
+    )
+    assert cli.main(["bench", "--config", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    runs = [json.loads(line) for line in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
+    by_teacher: dict = {}
+    for run in runs:
+        by_teacher.setdefault(run["teacher"], []).append(run)
+    assert sorted(by_teacher) == ["ce", "ce-finetune", "ce-val"] and all(len(v) == 2 for v in by_teacher.values())
+    assert all(r["teacher_kwargs"] == {"fraction": 0.4} for r in by_teacher["ce-finetune"])
+    # the same seeds train differently: not the plain CE run under another name
+    acc = {name: [r["train_acc"] for r in v] for name, v in by_teacher.items()}
+    assert acc["ce-val"] != acc["ce"] and acc["ce-finetune"] != acc["ce"]
