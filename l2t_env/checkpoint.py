@@ -21,6 +21,7 @@ loading it into an env that differs raises and names both. The device may differ
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
@@ -28,7 +29,7 @@ import torch
 
 from l2t_env.data import BatchStream, Batches, EpochSampler, splits_from_indices
 from l2t_env.functional import FunctionalStudent, UnrollStats
-from l2t_env.tasks import build_student
+from l2t_env.tasks import TaskConfig, build_student
 
 if TYPE_CHECKING:  # pragma: no cover
     from l2t_env.env import L2TEnv
@@ -36,6 +37,10 @@ if TYPE_CHECKING:  # pragma: no cover
 FORMAT = "l2t-env-state/1"
 #: env settings that change the numbers of an episode (the device does not)
 SETTINGS = ("action_mode", "lookahead_steps", "action_scale", "reward_name", "reward_every", "divergence_penalty", "dtype")
+#: task fields at their defaults, for states saved before a field existed
+_TASK_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(TaskConfig) if f.default is not dataclasses.MISSING and f.name in ("val_size", "label_noise", "train_split", "finetune_fraction")
+}
 _STATS = ("train_loss", "train_acc", "loss_value", "grad_norm", "finite")
 
 
@@ -121,6 +126,8 @@ def check_compatible(env: "L2TEnv", state: Any) -> None:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"not an L2T-v0 env state: format {got!r}, expected {FORMAT!r} (from env.unwrapped.state_dict())")
     mine, theirs = identity(env), state["identity"]
+    # a task field added since the state was saved holds its default there (it did not exist)
+    theirs = {**theirs, "task": {**_TASK_DEFAULTS, **theirs["task"]}}
     if (theirs["task"]["name"], theirs["loss"], theirs["n_phi"]) != (mine["task"]["name"], mine["loss"], mine["n_phi"]):
         raise ValueError(
             f"the state is of task {theirs['task']['name']!r} with loss family {theirs['loss']!r} ({theirs['n_phi']} loss "

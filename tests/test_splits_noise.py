@@ -349,3 +349,18 @@ def test_clean_split_teachers_run_in_a_bench_and_are_listed(tmp_path, capsys):
     # the same seeds train differently: not the plain CE run under another name
     acc = {name: [r["train_acc"] for r in v] for name, v in by_teacher.items()}
     assert acc["ce-val"] != acc["ce"] and acc["ce-finetune"] != acc["ce"]
+
+
+def test_a_state_saved_before_the_new_task_fields_still_loads():
+    kwargs = dict(DIGITS, loss="ce")
+    env = gym.make("L2T-v0", **kwargs)
+    env.reset(seed=0)
+    state = env.unwrapped.state_dict()
+    for key in ("val_size", "label_noise", "train_split", "finetune_fraction"):
+        del state["identity"]["task"][key]
+    again = gym.make("L2T-v0", **kwargs)
+    again.reset(options={"state": state})
+    zero = np.zeros(env.action_space.shape, np.float32)
+    assert again.step(zero)[4]["train_loss"] == env.step(zero)[4]["train_loss"]
+    with pytest.raises(ValueError, match=r"train_split='train' \(state\) vs 'val' \(env\)"):
+        gym.make("L2T-v0", **kwargs, train_split="val").reset(options={"state": state})
