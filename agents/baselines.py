@@ -34,6 +34,7 @@ class CrossEntropyTeacher(BaseTeacher):
 
     env_kwargs = {"loss": "ce", "lookahead": "off"}
     batched = True
+    baseline = True
 
     def act(self, obs: Any) -> np.ndarray:
         return _zeros(self.env)
@@ -180,6 +181,7 @@ class FrozenLossTeacher(BaseTeacher):
 
     loss: str = ""
     batched = True
+    baseline = True
 
     def __init__(self, **hyperparameters: Any) -> None:
         super().__init__()

@@ -5,9 +5,9 @@ teacher's coordinate-wise view the same vector, with no packing. Each family sli
 weights out of phi on every call; slicing is a view, so gradients flow back to the flat tensor.
 
 Families:
-- ``dln``: the Dynamic Loss Network of L2T-DLN (METHOD.md section 1), 5,000 parameters by default.
-- ``dlf``: the parametric loss of L2T-DLF (METHOD.md section 2), ``C*C + C`` parameters.
-- ``dfm``: the fused metric of L2T-DFM (METHOD.md section 3, our reading), one weight per metric.
+- ``dln``: the Dynamic Loss Network of L2T-DLN (docs/method.md section 2), 5,000 parameters by default.
+- ``dlf``: the parametric loss of L2T-DLF (docs/method.md section 3), ``C*C + C`` parameters.
+- ``dfm``: the fused metric of L2T-DFM (docs/method.md section 4, our reading), one weight per metric.
 - ``ce``: plain cross-entropy, no parameters; the baseline every teacher is compared with.
 - ``gce``, ``sce``, ``nce+rce``, ``mae``, ``ls``, ``bootstrap``, ``bootstrap-hard``, ``focal``: the
   robust losses of the noisy-label literature (:mod:`l2t_env.robust_losses`), phi = their
@@ -178,7 +178,7 @@ class DynamicLossNetwork(LossFamily):
 class DynamicLossFunction(LossFamily):
     """L2T-DLF's loss: ``-sigmoid((log p)^T W[:, y] + b_y)``, W = I and b = 0 at init.
 
-    Starts as ``-sigmoid(log p_y)``, a bounded surrogate of cross-entropy (METHOD.md section 2).
+    Starts as ``-sigmoid(log p_y)``, a bounded surrogate of cross-entropy (docs/method.md section 3).
     """
 
     name = "dlf"
