@@ -205,7 +205,8 @@ class L2TEnv(gym.Env):
     | `**task_overrides`   |                        |                       | any `TaskConfig` field, e.g. `lr=0.05, teaching_steps=50`|
 
     The task is checked when the env is made, before any training: ``batch_size`` larger than the
-    training split raises, naming the split's size; ``val_batch_size`` and ``reward_val_size``
+    training split (or than the validation split, when ``train_split="val"`` or ``finetune_fraction``
+    trains on it) raises, naming the split's size; ``val_batch_size`` and ``reward_val_size``
     larger than the validation split are clipped to it (all of the split is used). The student gets
     a dry forward on two examples: it must accept the data's example shape and return one logit
     per class; user data must be finite with labels in ``0..num_classes-1``. Each failure raises a
@@ -393,14 +394,16 @@ class L2TEnv(gym.Env):
         seeds = self.np_random.integers(0, 2**62, size=4).tolist()
         split_seed, student_seed, phi_seed, stream_seed = seeds
         cfg = self.config
-        self.splits = split_data(self.raw, cfg.val_fraction, split_seed, self.device, self.dtype)
+        self.splits = split_data(
+            self.raw, cfg.val_fraction, split_seed, self.device, self.dtype, val_size=cfg.val_size, label_noise=cfg.label_noise
+        )
         module = build_student(cfg, self.raw.input_shape, self.raw.num_classes, student_seed)
         self.student = FunctionalStudent(module.to(device=self.device, dtype=self.dtype))
         self.params, self.buffers = self.student.own_state()
         self.student.module.train(True)
         self._phi = self.loss_family.init_params(phi_seed, self.device, self.dtype)
         self.stream = BatchStream(
-            self.splits, cfg.batch_size, cfg.unroll_steps, cfg.val_batch_size, stream_seed, self.augment
+            self.splits, cfg.batch_size, cfg.unroll_steps, cfg.val_batch_size, stream_seed, self.augment, cfg.finetune_start
         )
         n_fixed = cfg.reward_val_size or len(self.splits.x_val)
         self._x_fixed, self._y_fixed = self.splits.x_val[:n_fixed], self.splits.y_val[:n_fixed]

@@ -330,7 +330,7 @@ class _VmapCore:
         self.y_pool = raw.y_pool.to(device=self.device, dtype=torch.long)
         self.x_test = raw.x_test.to(device=self.device, dtype=self.dtype)
         self.y_test = raw.y_test.to(device=self.device, dtype=torch.long)
-        self.n_train, self.n_val = split_sizes(len(raw.x_pool), cfg.val_fraction)
+        self.n_train, self.n_val = split_sizes(len(raw.x_pool), cfg.val_fraction, cfg.val_size)
         self.n_fixed = min(cfg.reward_val_size or self.n_val, self.n_val)
         self.train_map = torch.zeros(n, self.n_train, dtype=torch.long, device=self.device)
         self.val_map = torch.zeros(n, self.n_val, dtype=torch.long, device=self.device)
@@ -372,7 +372,7 @@ class _VmapCore:
             if seed is not None or self.streams[i] is None:
                 self.rngs[i], self.seed_values[i] = seeding.np_random(seed)
             split_seed, student_seed, phi_seed, stream_seed = self.rngs[i].integers(0, 2**62, size=4).tolist()
-            train_idx, val_idx, y_train = split_indices(raw, cfg.val_fraction, split_seed)
+            train_idx, val_idx, y_train = split_indices(raw, cfg.val_fraction, split_seed, val_size=cfg.val_size, label_noise=cfg.label_noise)
             self.train_map[i] = train_idx.to(self.device)
             self.y_train[i] = y_train.to(self.device)
             self.val_map[i] = val_idx.to(self.device)
@@ -381,7 +381,9 @@ class _VmapCore:
                 for own, new in zip(self.params + self.buffers, [*module.parameters(), *module.buffers()]):
                     own[i] = new.to(device=self.device, dtype=own.dtype)
                 self.phi[i] = self.env.loss_family.init_params(phi_seed, self.device, self.dtype)
-            self.streams[i] = IndexStream(self.n_train, self.n_val, cfg.batch_size, cfg.unroll_steps, cfg.val_batch_size, stream_seed, torch.device("cpu"))
+            self.streams[i] = IndexStream(
+                self.n_train, self.n_val, cfg.batch_size, cfg.unroll_steps, cfg.val_batch_size, stream_seed, torch.device("cpu"), cfg.finetune_start
+            )
             self.t[i] = 0
             self.student_steps[i] = 0
         rows_t = torch.as_tensor(rows, device=self.device)
@@ -420,8 +422,15 @@ class _VmapCore:
         rows_t = torch.as_tensor(rows, device=self.device)
         idx = torch.stack([d[0] for d in drawn]).to(self.device)  # [R, K, B]
         vidx = torch.stack([d[1] for d in drawn]).to(self.device)  # [R, V]
-        gidx = self.train_map[rows_t].gather(1, idx.flatten(1)).view_as(idx)
-        y = self.y_train[rows_t].gather(1, idx.flatten(1)).view_as(idx)
+        from_val = torch.tensor([self.streams[i].from_val for i in rows], device=self.device)  # type: ignore[union-attr]
+        any_val = bool(from_val.any())  # train_split="val" or fine-tuning: these rows' training batches index val
+        tidx = idx.clamp(max=self.n_train - 1) if any_val else idx  # (val rows are overwritten below)
+        gidx = self.train_map[rows_t].gather(1, tidx.flatten(1)).view_as(idx)
+        y = self.y_train[rows_t].gather(1, tidx.flatten(1)).view_as(idx)
+        if any_val:
+            rv = rows_t[from_val]
+            gidx[from_val] = self.val_map[rv].gather(1, idx[from_val].flatten(1)).view_as(idx[from_val])
+            y[from_val] = self.y_pool[gidx[from_val]]
         x = self.x_pool[gidx]
         augment = self.env.augment
         if augment is not None:
