@@ -29,8 +29,9 @@ Our choices (the paper's full-trajectory details are not in METHOD.md):
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from l2t_agents.base import register_teacher
 from l2t_agents.loss_setting import LossSettingTeacher
 
 MEASURES = ("smoothed_error", "ce")
+OPTIMIZERS = ("adam", "sgd")
 
 
 def smoothed_error(logits: torch.Tensor, targets: torch.Tensor, k: float = 50.0) -> torch.Tensor:
@@ -59,11 +61,16 @@ def student_features(obs: Any, device: torch.device, dtype: torch.dtype) -> torc
 
 
 class DLFParameterNet(nn.Module):
-    """``mu_theta``: features -> flat ``[W (C*C), b (C)]``, equal to ``[I, 0]`` at initialisation."""
+    """``mu_theta``: features -> flat ``[W (C*C), b (C)]``, equal to ``[I, 0]`` at initialisation.
 
-    def __init__(self, n_features: int, hidden: int, num_classes: int) -> None:
+    ``max_drift`` (r): the output is ``[I, 0] + r tanh(head(h) / r)``, so that no coordinate moves
+    more than r from the start however far the head's weights go; the slope at the start is 1.
+    """
+
+    def __init__(self, n_features: int, hidden: int, num_classes: int, max_drift: Optional[float] = None) -> None:
         super().__init__()
         c = num_classes
+        self.max_drift = max_drift
         self.body = nn.Sequential(nn.Linear(n_features, hidden), nn.Tanh())
         self.head = nn.Linear(hidden, c * c + c)
         nn.init.zeros_(self.head.weight)
@@ -71,7 +78,10 @@ class DLFParameterNet(nn.Module):
         self.register_buffer("base", torch.cat([torch.eye(c).flatten(), torch.zeros(c)]))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.base + self.head(self.body(features))
+        delta = self.head(self.body(features))
+        if self.max_drift is not None:
+            delta = self.max_drift * torch.tanh(delta / self.max_drift)
+        return self.base + delta
 
 
 @dataclass
@@ -79,7 +89,7 @@ class L2TDLFConfig:
     """Settings of the L2T-DLF teacher; the dev measure and k are the paper's."""
 
     hidden: int = 64
-    #: Adam learning rate of theta
+    #: learning rate of theta (SGD: step = lr * gradient; the paper's behaviour before: adam, 1e-3)
     lr: float = 1e-3
     #: dev measure: "smoothed_error" (the paper's) or "ce" (validation cross-entropy)
     measure: str = "smoothed_error"
@@ -87,6 +97,12 @@ class L2TDLFConfig:
     k: float = 50.0
     #: seed of the network's initial weights
     seed: int = 0
+    #: optimiser of theta: "adam" or "sgd" (plain gradient steps of size lr * gradient)
+    optimizer: str = "sgd"
+    #: the teacher minimises measure + proximity * ||Phi - Phi_0||^2 (Phi_0 = [I, 0], the start)
+    proximity: float = 1.0
+    #: hard bound |Phi - Phi_0| <= max_drift per coordinate (smooth: tanh), None = unbounded
+    max_drift: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.measure not in MEASURES:
@@ -95,6 +111,14 @@ class L2TDLFConfig:
             raise ValueError(f"l2t-dlf: k={self.k!r}, expected > 0")
         if int(self.hidden) < 1:
             raise ValueError(f"l2t-dlf: hidden={self.hidden!r}, expected >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"l2t-dlf: optimizer={self.optimizer!r}, expected one of {list(OPTIMIZERS)}")
+        if not (isinstance(self.proximity, (int, float)) and math.isfinite(self.proximity) and self.proximity >= 0):
+            raise ValueError(f"l2t-dlf: proximity={self.proximity!r}, expected a finite number >= 0")
+        if self.max_drift is not None and not (
+            isinstance(self.max_drift, (int, float)) and math.isfinite(self.max_drift) and self.max_drift > 0
+        ):
+            raise ValueError(f"l2t-dlf: max_drift={self.max_drift!r}, expected None or a finite number > 0")
 
 
 @register_teacher("l2t-dlf")
@@ -109,7 +133,19 @@ class L2TDLFTeacher(LossSettingTeacher):
         super().__init__(self.config.lr)
 
     def build(self, n_phi: int, num_classes: int) -> nn.Module:
-        return DLFParameterNet(8, self.config.hidden, num_classes)
+        return DLFParameterNet(8, self.config.hidden, num_classes, self.config.max_drift)
+
+    def make_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        if self.config.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr)
+        return torch.optim.Adam(params, lr=self.lr)
+
+    def phi_gradient(self, phi: torch.Tensor, grad_phi: torch.Tensor) -> torch.Tensor:
+        """``d/dPhi`` of measure + proximity * ||Phi - Phi_0||^2."""
+        if not self.config.proximity:
+            return grad_phi
+        assert self.net is not None
+        return grad_phi + 2.0 * self.config.proximity * (phi - self.net.base)
 
     def measure(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The dev measure the teacher descends."""
