@@ -29,16 +29,30 @@ import torch  # noqa: E402
 from l2t_agents import make_env, make_teacher, run_episode  # noqa: E402
 from l2t_bench.stats import paired_difference  # noqa: E402
 
+#: the earlier default of l2t-dlf, which every named variant starts from (so that a name means
+#: the same options whatever the teacher's defaults are now)
+EARLIER = {"optimizer": "adam", "lr": 1e-3, "proximity": 0.0, "max_drift": None, "measure": "smoothed_error"}
+
 #: the variants by name: teacher options (``None``: the teacher frozen at its start)
 VARIANTS: dict[str, dict | None] = {
     "frozen": None,
-    "paper": {"optimizer": "adam", "lr": 1e-3, "proximity": 0.0, "max_drift": None},
-    "adam-lr1e-4": {"optimizer": "adam", "lr": 1e-4, "proximity": 0.0, "max_drift": None},
-    "adam-prox": {"optimizer": "adam", "lr": 1e-3, "proximity": 1.0, "max_drift": None},
-    "adam-drift0.05": {"optimizer": "adam", "lr": 1e-3, "proximity": 0.0, "max_drift": 0.05},
-    "sgd": {"optimizer": "sgd", "lr": 1e-1, "proximity": 0.0, "max_drift": None},
-    "sgd-lr1": {"optimizer": "sgd", "lr": 1.0, "proximity": 0.0, "max_drift": None},
-    "default": {},
+    "paper": dict(EARLIER),  # the earlier default (the name of the row in the first tables)
+    "adam-lr1e-4": {**EARLIER, "lr": 1e-4},
+    "adam-lr3e-5": {**EARLIER, "lr": 3e-5},
+    "adam-prox0.1": {**EARLIER, "proximity": 0.1},
+    "adam-prox1": {**EARLIER, "proximity": 1.0},
+    "adam-prox10": {**EARLIER, "proximity": 10.0},
+    "drift0.02": {**EARLIER, "max_drift": 0.02},
+    "adam-drift0.05": {**EARLIER, "max_drift": 0.05},
+    "drift0.1": {**EARLIER, "max_drift": 0.1},
+    "ce-adam": {**EARLIER, "measure": "ce"},
+    "ce-lr1e-4": {**EARLIER, "measure": "ce", "lr": 1e-4},
+    "sgd": {**EARLIER, "optimizer": "sgd", "lr": 1e-1},
+    "sgd-lr1e-2": {**EARLIER, "optimizer": "sgd", "lr": 1e-2},
+    "sgd-lr3e-3": {**EARLIER, "optimizer": "sgd", "lr": 3e-3},
+    "sgd-lr1e-3": {**EARLIER, "optimizer": "sgd", "lr": 1e-3},
+    "sgd-lr1e-3-prox1": {**EARLIER, "optimizer": "sgd", "lr": 1e-3, "proximity": 1.0},
+    "default": {},  # whatever L2TDLFConfig's defaults are (since this study: sgd-lr1e-3-prox1)
 }
 
 
@@ -102,7 +116,7 @@ def table(results: list[dict], reference: str = "frozen") -> None:
                    "mean|offdiag W|", "mean ‖g‖", "‖mean g‖", "s/run"], rows)
 
 
-def plot(results: list[dict], path: Path, title: str) -> None:
+def plot(results: list[dict], path: Path, title: str, curves: list[str] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,10 +134,10 @@ def plot(results: list[dict], path: Path, title: str) -> None:
     ax.set_title("per seed (dots) and mean (bar)")
     for ax, key, label in ((axes[1], "val_curve", "validation accuracy"), (axes[2], "off_curve", "mean |off-diagonal W|")):
         for name in names:
-            curves = [r[key] for r in results if r["variant"] == name and r[key]]
-            if curves:
-                n = min(len(c) for c in curves)
-                ax.plot(np.arange(1, n + 1), np.mean([c[:n] for c in curves], axis=0), label=name)
+            runs = [r[key] for r in results if r["variant"] == name and r[key]]
+            if runs and (not curves or name in curves):
+                n = min(len(c) for c in runs)
+                ax.plot(np.arange(1, n + 1), np.mean([c[:n] for c in runs], axis=0), label=name)
         ax.set_xlabel("teaching step")
         ax.set_ylabel(label + " (mean over seeds)")
     axes[1].legend(fontsize=7)
@@ -146,15 +160,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--plot", type=Path, default=None, help="also draw the figure (PNG)")
     parser.add_argument("--plot-from", type=Path, nargs="*", default=None, help="draw from these JSON files, run nothing")
     parser.add_argument("--title", default=None)
+    parser.add_argument("--curves", nargs="*", default=None, metavar="VARIANT", help="variants drawn as curves (default all)")
+    parser.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW",
+                        help="with --plot-from: rename variants (the same options run under two names)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.plot_from:
         import json
 
         results = [r for p in args.plot_from for r in json.loads(p.read_text())["results"]]
+        renames = dict(spec.split("=", 1) for spec in args.rename)
+        for r in results:
+            r["variant"] = renames.get(r["variant"], r["variant"])
+        order = list(dict.fromkeys(r["variant"] for r in results))
+        results.sort(key=lambda r: order.index(r["variant"]))  # a renamed variant's runs together
         table(results)
         if args.plot:
-            plot(results, args.plot, args.title or args.task)
+            plot(results, args.plot, args.title or args.task, args.curves)
         return {"results": results}
     variants = {name: VARIANTS[name] for name in args.variants}
     for spec in args.variant:
@@ -173,7 +195,7 @@ def main(argv=None) -> dict:
     payload = {"benchmark": "dlf_no_harm", "args": {k: str(v) for k, v in vars(args).items()}, "results": results}
     C.write_json(args.json, payload)
     if args.plot:
-        plot(results, args.plot, args.title or args.task)
+        plot(results, args.plot, args.title or args.task, args.curves)
     return payload
 
 
