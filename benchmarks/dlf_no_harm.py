@@ -56,9 +56,25 @@ VARIANTS: dict[str, dict | None] = {
 }
 
 
-def run(name: str, options: dict | None, task: str, seed: int, overrides: dict) -> dict:
-    teacher = make_teacher("l2t-dlf", **(options or {}))
-    teacher.learning = options is not None
+def replayed(options: dict, task: str, seed: int, episodes: int, overrides: dict):
+    """A teacher trained the paper's way: ``episodes`` episodes of the same student (``seed``)."""
+    teacher = make_teacher("l2t-dlf", **options)
+    env = make_env(teacher, task, device="cpu", **overrides)
+    for _ in range(episodes):
+        record = run_episode(env, teacher, seed)
+        print(f"  replay episode on seed {seed}: test acc {record.final['test_acc']:.3f}", flush=True)
+    return teacher
+
+
+def run(name: str, options: dict | None, task: str, seed: int, overrides: dict, trained=None) -> dict:
+    """One episode; ``trained``: a teacher trained beforehand, evaluated frozen (a copy per seed)."""
+    if trained is not None:
+        teacher = make_teacher("l2t-dlf", **(options or {}))
+        teacher.load_state_dict(trained.state_dict())
+        teacher.learning = False
+    else:
+        teacher = make_teacher("l2t-dlf", **(options or {}))
+        teacher.learning = options is not None
     env = make_env(teacher, task, device="cpu", **overrides)
     grads: list[torch.Tensor] = []
     if teacher.learning:
@@ -156,6 +172,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=K=V,K=V",
                         help="an extra variant: teacher options, e.g. 'mine=optimizer=sgd,lr=0.3'")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="task overrides, e.g. teaching_steps=50")
+    parser.add_argument("--replay", type=int, default=0, metavar="N",
+                        help="instead of learning online: train each variant's teacher for N episodes of the "
+                             "student --replay-seed (the paper's way), then evaluate it frozen on --seeds")
+    parser.add_argument("--replay-seed", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None, help="also draw the figure (PNG)")
     parser.add_argument("--plot-from", type=Path, nargs="*", default=None, help="draw from these JSON files, run nothing")
@@ -185,8 +205,12 @@ def main(argv=None) -> dict:
     overrides = C.parse_overrides(args.set, "--set")
     results = []
     for name, options in variants.items():
+        trained = None
+        if args.replay and options is not None:
+            trained = replayed(options, args.task, args.replay_seed, args.replay, overrides)
+            name = f"{name} (replayed x{args.replay}, frozen)"
         for seed in args.seeds:
-            r = run(name, options, args.task, seed, overrides)
+            r = run(name, options, args.task, seed, overrides, trained)
             r["task"] = args.task
             results.append(r)
             print(f"{name} seed {seed}: test acc {r['test_acc']:.3f}, max drift {r['max_drift']:.3f} ({r['wall_s']:.0f} s)", flush=True)
