@@ -1,4 +1,4 @@
-"""The L2T-DLF teacher (Wu et al., NeurIPS 2018; METHOD.md section 2): mu_theta(s_t) -> Phi_t.
+"""The L2T-DLF teacher (Wu et al., NeurIPS 2018; docs/method.md section 3): mu_theta(s_t) -> Phi_t.
 
 A feed-forward network maps student-state features to the parameters ``(W, b)`` of the ``dlf``
 loss ``-sigmoid((log p)^T W[:, y] + b_y)``. Its output is ``[I, 0] + head(h)`` with the head
@@ -10,9 +10,9 @@ SGD: the smoothed 0-1 error ``m = mean(2 sigma(k (max_c p_c - p_y)) - 1)`` (k = 
 uses the validation cross-entropy instead) on the env's validation batch after the next K student
 steps, back through those K steps to Phi_t and to theta.
 
-From the paper (METHOD.md section 2): the loss family and its start, a feed-forward mu_theta of the
-student state, reverse-mode differentiation of the smoothed 0-1 dev error (k = 50) through the
-student's unrolled SGD. Ours (the paper's full-trajectory details are not in METHOD.md):
+From the paper (docs/method.md section 3): the loss family and its start, a feed-forward mu_theta
+of the student state, reverse-mode differentiation of the smoothed 0-1 dev error (k = 50) through
+the student's unrolled SGD. Our choices (the paper's full-trajectory details are not known to us):
 
 - **Truncation: one teaching step (K = 15 student steps) per segment**, the env's
   differentiable look-ahead. The gradient of the dev measure reaches Phi_t through the K steps that
@@ -32,7 +32,7 @@ student's unrolled SGD. Ours (the paper's full-trajectory details are not in MET
   mostly noise (over a 100-step episode the norm of its mean is 0.2-0.3 of its mean norm), and Adam's
   per-coordinate normalisation moves every entry of W by about lr per step whatever the size of
   its gradient, a drift that the bounded ``dlf`` loss does not survive: the earlier default (Adam,
-  lr 1e-3, no proximity; METHOD.md gives no teacher optimiser) ends at 0.33 test accuracy on
+  lr 1e-3, no proximity; no teacher optimiser is known) ends at 0.33 test accuracy on
   digits-mlp where the frozen start reaches 0.91. SGD moves Phi in proportion to the gradient
   (only where it is large); the proximity term is a Gaussian prior centred on the
   start that keeps the accumulated drift bounded over long episodes. ``optimizer="adam",
