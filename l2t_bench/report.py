@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from l2t_bench.numerics import describe
+from l2t_bench.aggregate import aggregate, write_aggregate
 from l2t_bench.plots import _fmt, plot_test_acc, plot_val_curves
 from l2t_bench.selection import select_grid
 from l2t_bench.stats import summarise
@@ -104,9 +105,12 @@ def report(records: Sequence[dict], out: Union[str, Path], reference: str = "bes
     csv_path, md_path = write_summary(rows, out)
     curves = plot_val_curves(records, out / "val_curves.png")
     bars = plot_test_acc(rows, out / "test_acc.png", records)
+    across = write_aggregate(aggregate(records), out) if reference == "best" else []
     if console:
         console.print(summary_table(rows))
-        console.print(f"wrote {csv_path}, {md_path}, {curves}, {bars}")
+        console.print(f"wrote {', '.join(str(p) for p in (csv_path, md_path, curves, bars, *across))}")
+        if across:
+            console.print((out / "aggregate.md").read_text().split("\n", 4)[-1], markup=False, highlight=False)
         if numerics := describe(records):
             console.print(numerics)
     return rows

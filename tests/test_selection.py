@@ -112,3 +112,30 @@ def test_bench_config_expands_grids_and_keys_the_eval_cadence():
         load_bench_config({**base, "teachers": [{"name": "gce", "grid": {"q": []}}]})
     with pytest.raises(ValueError, match=r"\['q'\] in both kwargs and grid"):
         load_bench_config({**base, "teachers": [{"name": "gce", "kwargs": {"q": 0.5}, "grid": {"q": [0.3]}}]})
+
+
+def test_aggregate_pools_paired_differences_across_tasks_with_task_stratified_intervals():
+    from l2t_bench.aggregate import aggregate
+
+    rng = np.random.default_rng(0)
+    records = []
+    for task in ("a", "b", "c"):
+        base = rng.uniform(0.7, 0.9, size=8)
+        for s in range(8):
+            records += [
+                _run("ce", s, base[s], base[s], task=task),
+                _run("always better", s, base[s] + 0.01, base[s] + 0.02, baseline=False, task=task),
+                # better on task a only: the pooled IQM is below zero, P(better) is one task in three
+                _run("mixed", s, base[s] + (0.05 if task == "a" else -0.05), base[s], baseline=False, task=task),
+            ]
+    rows = {r["teacher"]: r for r in aggregate(records, resamples=500)}
+    better = rows["always better"]
+    assert better["final_tasks"] == 3
+    assert better["final_iqm_diff"] == pytest.approx(0.01) and better["final_poi"] == 1.0
+    assert better["final_iqm_diff_low"] == pytest.approx(0.01) and better["early_iqm_diff"] == pytest.approx(0.02)
+    mixed = rows["mixed"]
+    # 24 differences, 16 of -0.05 and 8 of +0.05: the middle 12 hold 10 and 2 of them
+    assert mixed["final_iqm_diff"] == pytest.approx((10 * -0.05 + 2 * 0.05) / 12) and mixed["final_poi"] == pytest.approx(1 / 3)
+    # stratified: every resample keeps 8 seeds of each task, so P(better) cannot leave 1/3
+    assert mixed["final_poi_low"] == pytest.approx(1 / 3) and mixed["final_poi_high"] == pytest.approx(1 / 3)
+    assert "ce" not in rows  # the reference itself is not compared with itself
