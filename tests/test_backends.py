@@ -14,10 +14,10 @@ import yaml
 from rich.console import Console
 
 from l2t_bench import cli
-from l2t_bench.backends import import_ray, make_backend
+from l2t_bench.backends import LocalBackend, import_ray, make_backend
 from l2t_bench.config import load_bench_config
 from l2t_bench.records import read_runs
-from l2t_bench.runner import run_bench
+from l2t_bench.driver import run_bench
 
 TINY = {
     "tasks": [{"name": "digits-mlp", "overrides": {"teaching_steps": 2}}],
@@ -191,14 +191,14 @@ def test_workers_run_the_bench_in_processes(tmp_path, capsys):
 def test_a_worker_that_dies_fails_its_run_and_the_rerun_finishes(tmp_path):
     marker = tmp_path / "killed"
     cfg = load_bench_config({
-        **TINY, "workers": 2, "batch_seeds": False,
+        **TINY, "batch_seeds": False,
         "teachers": [{"name": "test-sigkill-once", "kwargs": {"marker": str(marker), "kill_at": 1}}],
     })
-    result = run_bench(cfg, tmp_path / "out")
+    result = run_bench(cfg, tmp_path / "out", backend=LocalBackend(workers=2))
     assert marker.exists() and result.failures  # the killed worker's run, and any other in flight then
     assert all("a worker process died" in f.error for f in result.failures)
     assert len(result.records) + len(result.failures) == 2
-    again = run_bench(cfg, tmp_path / "out")  # the rerun resumes: every seed finished once
+    again = run_bench(cfg, tmp_path / "out", backend=LocalBackend(workers=2))  # the rerun resumes: every seed finished once
     assert not again.failures
     assert sorted(r["seed"] for r in read_runs(tmp_path / "out" / "runs.jsonl")) == [0, 1]
 

@@ -14,16 +14,9 @@ import numpy as np
 import pytest
 
 from l2t_bench import cli
-from l2t_bench.bench import (
-    bootstrap_ci,
-    iqm,
-    load_bench_config,
-    paired_difference,
-    plan_runs,
-    read_runs,
-    repair_runs_file,
-    summarise,
-)
+from l2t_bench.config import load_bench_config, plan_runs
+from l2t_bench.records import read_runs, repair_runs_file
+from l2t_bench.stats import bootstrap_ci, iqm, paired_difference, summarise
 
 REPO = Path(__file__).resolve().parent.parent
 ALL_TEACHERS = {"ce", "fixed", "random", "hypergrad", "l2t-dln", "l2t-dlf", "l2t-dfm", "ppo", "a2c", "sac", "td3"}
