@@ -149,10 +149,12 @@ def test_backend_choice_errors(monkeypatch):
         import_ray()
 
 
-def test_ray_runs_on_cuda_must_ask_for_a_gpu():
-    pytest.importorskip("ray")
+def test_ray_runs_on_cuda_must_ask_for_a_gpu(monkeypatch):
+    """The check runs before Ray is imported: it needs no Ray installed."""
     from l2t_bench.backends import RayBackend
     from l2t_bench.config import plan_runs
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as on an install without the extra
 
     cfg = load_bench_config({**TINY, "device": "cuda", "teachers": ["ce", {"name": "hypergrad", "resources": {"num_gpus": 0.5}}]})
     with pytest.raises(ValueError, match=r"device='cuda', but the runs of \['digits-mlp / ce'\] ask Ray for no GPU"):
@@ -224,8 +226,7 @@ def test_ctrl_c_stops_the_workers_and_keeps_finished_runs(tmp_path):
         time.sleep(0.5)
     assert len(read_runs(runs)) == 2  # ce's two seeds; test-sleeps still asleep in the workers
     proc.send_signal(signal.SIGINT)
-    start = time.time()
-    text, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and time.time() - start < 30, text
+    text, _ = proc.communicate(timeout=100)  # test-sleeps sleeps 120 s: waiting for it would time out here
+    assert proc.returncode == 130, text
     assert "interrupted: finished runs are in" in text
     assert sorted(r["teacher"] for r in read_runs(runs)) == ["ce", "ce"]

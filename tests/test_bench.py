@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -164,25 +163,24 @@ def test_paired_difference_uses_common_seeds_only():
 BASE = {"tasks": ["digits-mlp"], "teachers": ["ce"], "seeds": [0, 1]}
 
 
-def test_train_seeds_must_be_disjoint_from_seeds():
+def test_train_seeds_must_be_disjoint_from_seeds(tmp_path):
     pytest.importorskip("stable_baselines3")
     cfg = {**BASE, "teachers": ["ce", "ppo"], "seeds": [0, 1, 2], "train_seeds": [2, 3]}
     with pytest.raises(ValueError, match=r"train_seeds and seeds share \[2\]"):
         load_bench_config(cfg)
     with pytest.raises(ValueError, match="give 'train_seeds'"):
         load_bench_config({**cfg, "train_seeds": []})
-    assert cli.main(["bench", "--config", str(_write(cfg)), "--out", "/tmp/never-written"]) == 2
+    out = tmp_path / "never-written"
+    assert cli.main(["bench", "--config", str(_write(tmp_path, cfg)), "--out", str(out)]) == 2
+    assert not out.exists()
 
 
-def _write(cfg: dict) -> Path:
-    import tempfile
-
+def _write(folder: Path, cfg: dict) -> Path:
     import yaml
 
-    fd, name = tempfile.mkstemp(suffix=".yaml")
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(cfg, fh)
-    return Path(name)
+    path = folder / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
 
 
 @pytest.mark.parametrize(
