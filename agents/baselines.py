@@ -1,11 +1,17 @@
 """The baseline teachers every comparison needs.
 
 - ``ce``: no teacher; the same student, data, batches and budget trained with plain cross-entropy.
+- ``ce-val``: plain cross-entropy trained on the clean validation split alone (same budget).
+- ``ce-finetune``: plain cross-entropy on the training split, then on the validation split for
+  the last ``fraction`` (default 0.2) of the teaching steps.
 - ``fixed``: the DLN frozen at its initialisation (zero action).
 - ``random``: uniform random actions, seeded.
 - ``hypergrad``: memoryless gradient teacher, ``phi <- phi - lr * loss_grad`` (the paper's
   "without memory" ablation). The move is clipped to the env's action bound, so like the LSTM
   teacher it moves phi by at most ``action_scale`` per coordinate per step.
+- ``gce``, ``sce``, ``nce+rce``, ``mae``, ``ls``, ``bootstrap``, ``bootstrap-hard``, ``focal``: the
+  robust losses of the noisy-label literature, frozen (:class:`FrozenLossTeacher`); their
+  hyper-parameters are the teacher's kwargs (``l2t teach --teacher gce --teacher-arg q=0.5``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from l2t_agents.base import BaseTeacher, is_vector_env, register_teacher
+from l2t_env.robust_losses import ROBUST_LOSSES
 
 
 def _zeros(env) -> np.ndarray:
@@ -27,9 +34,57 @@ class CrossEntropyTeacher(BaseTeacher):
 
     env_kwargs = {"loss": "ce", "lookahead": "off"}
     batched = True
+    baseline = True
 
     def act(self, obs: Any) -> np.ndarray:
         return _zeros(self.env)
+
+
+@register_teacher("ce-val")
+class CleanSplitTeacher(BaseTeacher):
+    """Plain cross-entropy on the clean validation split alone, with the same budget (teaching
+    steps x K SGD steps, lr, batch size): what the clean data is worth without the noisy data.
+
+    The env draws every training batch from the validation split (task setting
+    ``train_split="val"``). The observed val loss/accuracy, the reward and any early stopping on
+    the validation split then see the very data the student trains on: they are training
+    statistics here, not held-out ones. Only the test split is held out.
+    """
+
+    env_kwargs = {"loss": "ce", "lookahead": "off", "train_split": "val"}
+    batched = True
+
+    def act(self, obs: Any) -> np.ndarray:
+        return _zeros(self.env)
+
+
+@register_teacher("ce-finetune")
+class FinetuneTeacher(BaseTeacher):
+    """Plain cross-entropy on the (noisy) training split, then fine-tuned on the clean validation
+    split for the last ``fraction`` of the teaching steps (``round(fraction * teaching_steps)``,
+    at least 1), same budget, lr and batch size; the env does the switch (task setting
+    ``finetune_fraction``). As with ``ce-val``, validation-based observation, reward and early
+    stopping during the fine-tuning phase see data the student trains on.
+    """
+
+    batched = True
+
+    def __init__(self, fraction: float = 0.2) -> None:
+        super().__init__()
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < float(fraction) < 1.0:
+            raise ValueError(f"ce-finetune: fraction={fraction!r}, expected a number in (0, 1)")
+        self.fraction = float(fraction)
+        self.env_kwargs = {"loss": "ce", "lookahead": "off", "finetune_fraction": self.fraction}
+
+    def act(self, obs: Any) -> np.ndarray:
+        return _zeros(self.env)
+
+    def state_dict(self) -> dict:
+        return {"fraction": self.fraction}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.fraction = float(state["fraction"])
+        self.env_kwargs = {"loss": "ce", "lookahead": "off", "finetune_fraction": self.fraction}
 
 
 @register_teacher("fixed")
@@ -114,3 +169,47 @@ class HypergradientTeacher(BaseTeacher):
 
     def load_state_dict(self, state: dict) -> None:
         self.lr = float(state["lr"])
+
+
+class FrozenLossTeacher(BaseTeacher):
+    """Trains the student on one robust loss with fixed hyper-parameters: a baseline, no teaching.
+
+    The env's loss family of the same name has the hyper-parameters as phi; this teacher sets them
+    from its kwargs (the authors' defaults otherwise) and never moves them. Each registered
+    subclass's docstring gives the formula and the citation.
+    """
+
+    loss: str = ""
+    batched = True
+    baseline = True
+
+    def __init__(self, **hyperparameters: Any) -> None:
+        super().__init__()
+        spec = ROBUST_LOSSES[self.loss]
+        valid = sorted([*spec.params, *spec.constants])
+        unknown = sorted(set(hyperparameters) - set(valid))
+        if unknown:
+            raise ValueError(f"{self.loss}: unknown teacher kwargs {unknown}; valid: {valid}")
+        self.hyperparameters = dict(hyperparameters)
+        # an instance attribute: the env's loss and its kwargs follow this teacher's hyper-parameters
+        self.env_kwargs = {"loss": self.loss, "lookahead": "off", "loss_kwargs": dict(hyperparameters)}
+
+    def act(self, obs: Any) -> np.ndarray:
+        return _zeros(self.env)
+
+    def state_dict(self) -> dict:
+        return {"hyperparameters": self.hyperparameters}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["hyperparameters"] != self.hyperparameters:
+            raise ValueError(f"{self.loss}: saved hyper-parameters {state['hyperparameters']} differ from {self.hyperparameters}")
+
+
+def _register_frozen_losses() -> None:
+    for name, spec in ROBUST_LOSSES.items():
+        doc = f"``{name}`` frozen: {spec.citation}. The loss (:mod:`l2t_env.robust_losses`):\n\n{spec.fn.__doc__}"
+        cls = type(f"Frozen_{name.replace('+', '_').replace('-', '_')}", (FrozenLossTeacher,), {"loss": name, "__doc__": doc})
+        register_teacher(name)(cls)
+
+
+_register_frozen_losses()
