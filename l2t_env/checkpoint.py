@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from l2t_env.data import BatchStream, Batches, EpochSampler, splits_from_indices
-from l2t_env.functional import FunctionalStudent, UnrollStats
+from l2t_env.functional import FunctionalStudent, UnrollRecord, UnrollStats
 from l2t_env.tasks import TaskConfig, build_student
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -164,8 +164,6 @@ def _copy_into(targets: list[torch.Tensor], sources: list[torch.Tensor], names: 
 def load_env_state_dict(env: "L2TEnv", state: dict[str, Any]) -> None:
     """Make ``env`` continue the saved episode. Everything is checked and built before the env is
     touched, so a state that does not fit raises and leaves the env as it was."""
-    from l2t_env.env import _Unroll  # the env module imports this one
-
     check_compatible(env, state)
     cfg, device, dtype = env.config, env.device, env.dtype
     put = lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)  # noqa: E731
@@ -195,7 +193,7 @@ def load_env_state_dict(env: "L2TEnv", state: dict[str, Any]) -> None:
     unroll = None
     if u is not None:
         stats = UnrollStats(**{key: put(value) for key, value in u["stats"].items()})
-        unroll = _Unroll(u["step"], put(u["phi"]), [put(p) for p in u["params"]], [put(b) for b in u["buffers"]], stats)
+        unroll = UnrollRecord(u["step"], put(u["phi"]), [put(p) for p in u["params"]], [put(b) for b in u["buffers"]], stats)
     episode = state["episode"]
     n_fixed = split["n_fixed"]
 
