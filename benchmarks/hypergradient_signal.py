@@ -121,16 +121,39 @@ def pair_stats(G: torch.Tensor, m: int, pairs: int, gen: torch.Generator, groups
 
 
 def snr(G: torch.Tensor) -> dict[str, float]:
-    """Per-example signal-to-noise: s = |mu|^2 / tr(Sigma), |mu|^2 estimated as |mean|^2 - tr(Sigma)/N."""
+    """Per-example signal-to-noise from moments: s = |mu|^2 / tr(Sigma), |mu|^2 estimated as
+    |mean|^2 - tr(Sigma)/N; and how much of tr(Sigma) the 5% largest deviations carry (heavy tails
+    make the moment estimate a poor predictor of the cosine of two batches: see ``fit_snr``)."""
     n = G.shape[0]
     Gd = G.double()
     mean = Gd.mean(0)
-    tr_sigma = float((Gd - mean).square().sum() / (n - 1))
+    dev = (Gd - mean).square().sum(1)
+    tr_sigma = float(dev.sum() / (n - 1))
     mu2 = float(mean.square().sum()) - tr_sigma / n
-    s = mu2 / tr_sigma
-    pred = lambda m: s * m / (s * m + 1) if s > 0 else float("nan")  # noqa: E731
-    return {"s": s, "m_half": 1 / s if s > 0 else float("inf"), "pred_cos_pair_100": pred(100), "pred_cos_pair_360": pred(360),
-            "pred_cos_split_mu": math.sqrt(pred(n)) if s > 0 else float("nan"), "n_val": n}
+    top = max(1, round(0.05 * n))
+    return {"s_moment": mu2 / tr_sigma, "n_val": n, "top5pct_share_of_var": float(dev.sort(descending=True).values[:top].sum() / dev.sum()),
+            "max_over_median_dev": float(dev.max() / dev.median())}
+
+
+def fit_snr(pairs: dict) -> float:
+    """s fitted to the measured cosines of disjoint batches: under cos(m) = s*m / (s*m + 1),
+    1/cos - 1 = 1/(s*m), a least-squares line through the origin in 1/m."""
+    m = np.asarray([float(k) for k in pairs], dtype=float)
+    c = np.asarray([pairs[k]["cos_pair"] for k in pairs], dtype=float)
+    y, x = 1 / np.clip(c, 1e-6, None) - 1, 1 / m
+    slope = float((x * y).sum() / (x * x).sum())
+    return 1 / slope if slope > 0 else float("inf")
+
+
+def predicted_cos(s: float, m: float) -> float:
+    return 1.0 if math.isinf(s) else s * m / (s * m + 1)
+
+
+def add_fit(row: dict[str, Any]) -> None:
+    """The fitted s and what it predicts: m at cosine 0.5, two independent batches of 100 and of 360."""
+    s = fit_snr(row["pairs"])
+    row.update(s=s, m_half=1 / s, pred_cos_pair_100=predicted_cos(s, 100), pred_cos_pair_360=predicted_cos(s, 360),
+               pred_cos_split_mu=math.sqrt(predicted_cos(s, row["n_val"])))
 
 
 def env_check(G: torch.Tensor, x_full: torch.Tensor, env_a: gym.Env) -> dict[str, float]:
@@ -181,6 +204,7 @@ def run(task: str, seeds: Sequence[int], steps: Sequence[int], pairs: int, overr
             row: dict[str, Any] = {"seed": seed, "step": t, "n_val": G.shape[0], "full_norm": float(G.mean(0).norm())}
             row["pairs"] = {m: pair_stats(G, m, pairs, gen, groups) for m in PAIR_SIZES if 2 * m <= G.shape[0]}
             row.update(snr(G))
+            add_fit(row)
             row.update(env_check(G, x_full, env_a))
             row["seconds"] = time.perf_counter() - t0
             results.append(row)
@@ -195,6 +219,11 @@ def run(task: str, seeds: Sequence[int], steps: Sequence[int], pairs: int, overr
 def summarise(out: dict[str, Any]) -> list[dict[str, Any]]:
     """Per probe step: mean and [min, max] over seeds."""
     table = []
+    for r in out["rows"]:
+        r["pairs"] = {int(k): v for k, v in r["pairs"].items()}
+        if "s_moment" not in r:  # a JSON of the first version, whose "s" was the moment estimate
+            r["s_moment"] = r["s"]
+        add_fit(r)  # (again: a JSON read back has string keys)
     for step in out["steps"]:
         rows = [r for r in out["rows"] if r["step"] == step]
         if not rows:
@@ -207,12 +236,14 @@ def summarise(out: dict[str, Any]) -> list[dict[str, Any]]:
             "norm_ratio_100": lambda r: r["pairs"][100]["norm_ratio"],
             "cos_env_full": lambda r: r["cos_env_full"],
             "m_half": lambda r: r["m_half"],
+            "s_moment": lambda r: r["s_moment"],
+            "top5pct_share_of_var": lambda r: r.get("top5pct_share_of_var", float("nan")),
             "pred_cos_pair_100": lambda r: r["pred_cos_pair_100"],
             "pred_cos_pair_360": lambda r: r["pred_cos_pair_360"],
             "pred_cos_split_mu": lambda r: r["pred_cos_split_mu"],
         }.items():
             v = col(f)
-            entry[key] = {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+            entry[key] = {"mean": float(np.mean(v)), "median": float(np.median(v)), "min": float(np.min(v)), "max": float(np.max(v))}
         entry["layers"] = {
             name: {k: float(np.mean([r["pairs"][100]["layers"][name][k] for r in rows])) for k in ("cos_pair", "cos_full")}
             for name in out["layers"]
@@ -223,14 +254,19 @@ def summarise(out: dict[str, Any]) -> list[dict[str, Any]]:
 
 def print_table(table: list[dict[str, Any]], layers: Sequence[str]) -> None:
     fmt = lambda e: f"{e['mean']:+.3f} [{e['min']:+.2f},{e['max']:+.2f}]"  # noqa: E731
-    print("\nbatch of 100 (mean over seeds [min, max]); pred: from the per-example SNR, i.i.d. batches")
+    print("\nbatch of 100 (mean over seeds [min, max]); m at cos .5 (median over seeds), pred: from s fitted to the disjoint-pair cosines of 10..150")
     print(f"{'step':>5} | {'cos(100,100)':>20} | {'cos(100,full)':>20} | {'|g100|/|gfull|':>18} | {'cos(env,full)':>20} "
           f"| {'m at cos .5':>8} | {'pred 100':>8} | {'pred 360':>8}")
     for e in table:
         print(f"{e['step']:>5} | {fmt(e['cos_pair_100']):>20} | {fmt(e['cos_full_100']):>20} | "
               f"{e['norm_ratio_100']['mean']:>6.2f} [{e['norm_ratio_100']['min']:.2f},{e['norm_ratio_100']['max']:.2f}] | "
-              f"{fmt(e['cos_env_full']):>20} | {e['m_half']['mean']:>8.0f} | {e['pred_cos_pair_100']['mean']:>+8.3f} | "
+              f"{fmt(e['cos_env_full']):>20} | {e['m_half']['median']:>8.0f} | {e['pred_cos_pair_100']['mean']:>+8.3f} | "
               f"{e['pred_cos_pair_360']['mean']:>+8.3f}")
+    print("\nper-example SNR s (mean over seeds): fitted to the pair cosines / from moments; share of the per-example"
+          " variance in the 5% largest deviations")
+    for e in table:
+        print(f"{e['step']:>5} | s fit {1 / e['m_half']['median']:.3f} (1/median m) | "
+              f"s moment {e['s_moment']['median']:.3f} (median) | top 5% share {e['top5pct_share_of_var']['mean']:.2f}")
     print("\nper DLN layer, batch of 100: cos(100,100') / cos(100,full), mean over seeds")
     print(f"{'step':>5} | " + " | ".join(f"{name:>15}" for name in layers))
     for e in table:
@@ -250,8 +286,9 @@ def plot(out: dict[str, Any], table: list[dict[str, Any]], path: Path) -> None:
         rows = [r for r in out["rows"] if r["step"] == step]
         if not rows:
             continue
-        sizes = sorted(rows[0]["pairs"])
+        sizes = sorted(rows[0]["pairs"], key=int)
         meas = [np.mean([r["pairs"][m]["cos_pair"] for r in rows]) for m in sizes]
+        sizes = [int(m) for m in sizes]
         s = np.mean([r["s"] for r in rows])
         axes[0].plot(sizes, meas, "o", color=color, label=f"step {step}")
         axes[0].plot(ms, s * ms / (s * ms + 1), "-", color=color, alpha=0.6)
@@ -260,7 +297,7 @@ def plot(out: dict[str, Any], table: list[dict[str, Any]], path: Path) -> None:
     axes[0].set_xscale("log")
     axes[0].set_xlabel("validation batch size m (dotted: 100, dashed: whole split)")
     axes[0].set_ylabel("cosine of two independent batches' hypergradients")
-    axes[0].set_title("points: disjoint batches of the split; lines: s*m/(s*m+1)", fontsize=9)
+    axes[0].set_title("points: disjoint batches of the split; lines: s*m/(s*m+1), s fitted", fontsize=9)
     axes[0].legend(fontsize=8)
     width = 0.8 / max(1, len(out["layers"]))
     x = np.arange(len(table))
@@ -288,7 +325,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: seed 0, steps 0 and 5")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--png", type=Path, default=None)
+    parser.add_argument("--from-json", type=Path, default=None, metavar="PATH", help="re-summarise and plot a --json of an earlier run")
     args = parser.parse_args(argv)
+    if args.from_json:
+        out = json.loads(args.from_json.read_text())
+        table = out["table"] = summarise(out)
+        print_table(table, out["layers"])
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=1, default=str))
+        if args.png:
+            plot(out, table, args.png)
+        return 0
     torch.set_num_threads(args.threads)
     seeds, steps = (([0], [0, 5]) if args.quick else (args.seeds, args.steps))
     t0 = time.perf_counter()
