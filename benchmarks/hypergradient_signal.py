@@ -289,7 +289,7 @@ def plot(out: dict[str, Any], table: list[dict[str, Any]], path: Path) -> None:
         sizes = sorted(rows[0]["pairs"], key=int)
         meas = [np.mean([r["pairs"][m]["cos_pair"] for r in rows]) for m in sizes]
         sizes = [int(m) for m in sizes]
-        s = np.mean([r["s"] for r in rows])
+        s = np.median([r["s"] for r in rows])
         axes[0].plot(sizes, meas, "o", color=color, label=f"step {step}")
         axes[0].plot(ms, s * ms / (s * ms + 1), "-", color=color, alpha=0.6)
     axes[0].axvline(100, color="grey", ls=":", lw=1)
