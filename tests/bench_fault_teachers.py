@@ -95,3 +95,34 @@ class AnnouncingTeacher(FixedTeacher):
                 fh.write(node)
             time.sleep(self.seconds)
         return super().act(obs)
+
+
+class _SlowToPickle:
+    """Sleeps while it is pickled: it stretches a checkpoint's write (the ``.tmp`` file is open) to
+    ``seconds``, so that a test can kill the process in the middle of it. Unpickles as a float."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = float(seconds)
+
+    def __reduce__(self) -> tuple:
+        import time
+
+        time.sleep(self.seconds)
+        return (float, (self.seconds,))
+
+
+@register_teacher("test-slow-checkpoint")
+class SlowCheckpointTeacher(FixedTeacher):
+    """``fixed`` whose mid-episode checkpoints take ``seconds`` to write; one env at a time."""
+
+    batched = False
+
+    def __init__(self, seconds: float = 1.0) -> None:
+        super().__init__()
+        self.seconds = float(seconds)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "slow": _SlowToPickle(self.seconds)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict({k: v for k, v in state.items() if k != "slow"})
