@@ -63,6 +63,9 @@ class BaseTeacher:
     #: acts on a native vector env (``gym.make_vec(..., vectorization_mode="vector_entry_point")``):
     #: batched observations in, one action row per sub-env out
     batched: ClassVar[bool] = False
+    #: a simple method with no teacher (a fixed loss, or plain CE on chosen data): the benchmark
+    #: compares every row with the best such baseline of its task
+    baseline: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.learning = True

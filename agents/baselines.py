@@ -6,6 +6,9 @@
 - ``hypergrad``: memoryless gradient teacher, ``phi <- phi - lr * loss_grad`` (the paper's
   "without memory" ablation). The move is clipped to the env's action bound, so like the LSTM
   teacher it moves phi by at most ``action_scale`` per coordinate per step.
+- ``gce``, ``sce``, ``nce+rce``, ``mae``, ``ls``, ``bootstrap``, ``bootstrap-hard``, ``focal``: the
+  robust losses of the noisy-label literature, frozen (:class:`FrozenLossTeacher`); their
+  hyper-parameters are the teacher's kwargs (``l2t teach --teacher gce --teacher-arg q=0.5``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from l2t_agents.base import BaseTeacher, is_vector_env, register_teacher
+from l2t_env.robust_losses import ROBUST_LOSSES
 
 
 def _zeros(env) -> np.ndarray:
@@ -27,6 +31,7 @@ class CrossEntropyTeacher(BaseTeacher):
 
     env_kwargs = {"loss": "ce", "lookahead": "off"}
     batched = True
+    baseline = True
 
     def act(self, obs: Any) -> np.ndarray:
         return _zeros(self.env)
@@ -114,3 +119,47 @@ class HypergradientTeacher(BaseTeacher):
 
     def load_state_dict(self, state: dict) -> None:
         self.lr = float(state["lr"])
+
+
+class FrozenLossTeacher(BaseTeacher):
+    """Trains the student on one robust loss with fixed hyper-parameters: a baseline, no teaching.
+
+    The env's loss family of the same name has the hyper-parameters as phi; this teacher sets them
+    from its kwargs (the authors' defaults otherwise) and never moves them. Each registered
+    subclass's docstring gives the formula and the citation.
+    """
+
+    loss: str = ""
+    batched = True
+    baseline = True
+
+    def __init__(self, **hyperparameters: Any) -> None:
+        super().__init__()
+        spec = ROBUST_LOSSES[self.loss]
+        valid = sorted([*spec.params, *spec.constants])
+        unknown = sorted(set(hyperparameters) - set(valid))
+        if unknown:
+            raise ValueError(f"{self.loss}: unknown teacher kwargs {unknown}; valid: {valid}")
+        self.hyperparameters = dict(hyperparameters)
+        # an instance attribute: the env's loss and its kwargs follow this teacher's hyper-parameters
+        self.env_kwargs = {"loss": self.loss, "lookahead": "off", "loss_kwargs": dict(hyperparameters)}
+
+    def act(self, obs: Any) -> np.ndarray:
+        return _zeros(self.env)
+
+    def state_dict(self) -> dict:
+        return {"hyperparameters": self.hyperparameters}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["hyperparameters"] != self.hyperparameters:
+            raise ValueError(f"{self.loss}: saved hyper-parameters {state['hyperparameters']} differ from {self.hyperparameters}")
+
+
+def _register_frozen_losses() -> None:
+    for name, spec in ROBUST_LOSSES.items():
+        doc = f"``{name}`` frozen: {spec.citation}. The loss (:mod:`l2t_env.robust_losses`):\n\n{spec.fn.__doc__}"
+        cls = type(f"Frozen_{name.replace('+', '_').replace('-', '_')}", (FrozenLossTeacher,), {"loss": name, "__doc__": doc})
+        register_teacher(name)(cls)
+
+
+_register_frozen_losses()

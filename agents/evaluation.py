@@ -13,6 +13,9 @@ import numpy as np
 from l2t_agents.base import Teacher
 
 CURVE_KEYS = ("val_loss", "val_acc", "train_loss", "train_acc", "loss_value", "grad_norm")
+#: curves of the env's ``info["monitor"]`` (``monitor_every``): the teaching step and the whole
+#: validation and test splits' accuracy there, for early stopping
+MONITOR_CURVES = ("monitor_step", "monitor_val_acc", "monitor_test_acc")
 
 
 @dataclass
@@ -20,7 +23,10 @@ class EpisodeRecord:
     """One teaching episode: per-step curves and the final student's metrics.
 
     ``curves["val_loss"]`` and ``curves["val_acc"]`` start with the value before teaching (one more
-    entry than steps); the other curves hold one entry per teaching step.
+    entry than steps); the other curves hold one entry per teaching step. With the env's
+    ``monitor_every``, ``curves["monitor_step"]``, ``["monitor_val_acc"]`` and
+    ``["monitor_test_acc"]`` hold the monitored steps (0 = before teaching) and the whole splits'
+    accuracies there; :meth:`early_stopped` reads them.
     """
 
     teacher: str
@@ -36,6 +42,40 @@ class EpisodeRecord:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def monitor(self, step: int, monitor: dict) -> None:
+        """Append the env's ``info["monitor"]`` of teaching step ``step``."""
+        for key, value in (("monitor_step", step), ("monitor_val_acc", monitor["val_acc"]), ("monitor_test_acc", monitor["test_acc"])):
+            self.curves.setdefault(key, []).append(value)
+
+    def early_stopped(self) -> dict:
+        """Early stopping read off the monitored steps: ``best_val_step`` (the first step of the best
+        whole-validation accuracy; ties go to the earliest), ``best_whole_val_acc`` and
+        ``test_acc_at_best_val`` (the test accuracy of the student at that step). Selection uses the
+        validation split only. None each without monitored steps."""
+        return early_stopped(self.curves)
+
+
+def early_stopped(curves: dict) -> dict:
+    """:meth:`EpisodeRecord.early_stopped` for a record's ``curves`` (also as read back from JSON)."""
+    steps, val, test = (curves.get(key) or [] for key in MONITOR_CURVES)
+    finite = [i for i, v in enumerate(val) if v is not None and np.isfinite(v)]
+    if not finite:
+        return {"best_val_step": None, "best_whole_val_acc": None, "test_acc_at_best_val": None}
+    best = max(finite, key=lambda i: (val[i], -i))  # the highest accuracy, then the earliest step
+    return {"best_val_step": int(steps[best]), "best_whole_val_acc": float(val[best]), "test_acc_at_best_val": float(test[best])}
+
+
+def _monitored(info: dict, i: Optional[int] = None) -> Optional[dict]:
+    """Sub-env ``i``'s (or the single env's) ``info["monitor"]``, if this step has one."""
+    monitor = info.get("monitor")
+    if monitor is None:
+        return None
+    if i is None:
+        return monitor
+    if not info["_monitor"][i]:
+        return None
+    return {key: float(monitor[key][i]) for key in ("val_acc", "test_acc")}
+
 
 def start_episode(env: gym.Env, teacher: Teacher, seed: int) -> tuple[EpisodeRecord, Any]:
     """``reset(seed=seed)`` the env and start the teacher on it: the record so far and the observation."""
@@ -46,6 +86,8 @@ def start_episode(env: gym.Env, teacher: Teacher, seed: int) -> tuple[EpisodeRec
     teacher.reset(env)
     record.curves["val_loss"].append(info["val_loss"])
     record.curves["val_acc"].append(info["val_acc"])
+    if (monitor := _monitored(info)) is not None:
+        record.monitor(0, monitor)
     record.wall_time = time.perf_counter() - start
     return record, obs
 
@@ -77,6 +119,8 @@ def run_episode(
             record.curves[key].append(info[key])
         record.curves["reward"].append(reward)
         record.steps += 1
+        if (monitor := _monitored(info)) is not None:
+            record.monitor(record.steps, monitor)
         record.wall_time = time.perf_counter() - start
         if on_step is not None:
             on_step(record.steps, info)
@@ -137,6 +181,8 @@ def run_episodes(
     for i, record in enumerate(records):
         record.curves["val_loss"].append(float(info["val_loss"][i]))
         record.curves["val_acc"].append(float(info["val_acc"][i]))
+        if (monitor := _monitored(info, i)) is not None:
+            record.monitor(0, monitor)
     active = np.ones(n, dtype=bool)
     t = 0
     while active.any():
@@ -151,6 +197,8 @@ def run_episodes(
                 record.curves[key].append(float(info[key][i]))
             record.curves["reward"].append(float(reward[i]))
             record.steps += 1
+            if (monitor := _monitored(info, i)) is not None:
+                record.monitor(record.steps, monitor)
             if done[i]:
                 record.student_steps = int(info["student_steps"][i])
                 record.diverged = bool(info["diverged"][i])

@@ -1,6 +1,6 @@
 """The L2T-DFM teacher (Pattern Recognition 2024): a GRU over student statistics -> fused-metric weights.
 
-Only the abstract is known (METHOD.md section 3): **every choice in this module is ours.**
+Only the abstract is known (docs/method.md section 4): **every choice in this module is ours.**
 
 - **Statistics, not raw states** (``student_statistics``): from the current student's logits on
   the first ``stats_batches`` (default 1, i.e. 25 samples) of the next step's K training batches

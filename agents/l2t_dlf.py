@@ -1,4 +1,4 @@
-"""The L2T-DLF teacher (Wu et al., NeurIPS 2018; METHOD.md section 2): mu_theta(s_t) -> Phi_t.
+"""The L2T-DLF teacher (Wu et al., NeurIPS 2018; docs/method.md section 3): mu_theta(s_t) -> Phi_t.
 
 A feed-forward network maps student-state features to the parameters ``(W, b)`` of the ``dlf``
 loss ``-sigmoid((log p)^T W[:, y] + b_y)``. Its output is ``[I, 0] + head(h)`` with the head
@@ -10,7 +10,7 @@ SGD: the smoothed 0-1 error ``m = mean(2 sigma(k (max_c p_c - p_y)) - 1)`` (k = 
 uses the validation cross-entropy instead) on the env's validation batch after the next K student
 steps, back through those K steps to Phi_t and to theta.
 
-Our choices (the paper's full-trajectory details are not in METHOD.md):
+Our choices (the paper's full-trajectory details are not known to us; docs/method.md section 3):
 
 - **Truncation: one teaching step (K = 15 student steps) per segment**, the env's
   differentiable look-ahead. The gradient of the dev measure reaches Phi_t through the K steps that
@@ -24,7 +24,7 @@ Our choices (the paper's full-trajectory details are not in METHOD.md):
   (``l2t teach --seed S`` repeatedly with a saved teacher, or ``run_episode`` in a loop).
 - Features (``student_features``): the env's ``student`` observation with losses and the gradient
   norm through ``log1p`` so that every input is O(1). Network: 8 -> ``hidden`` (tanh) -> C*C + C.
-- Adam, ``lr = 1e-3`` by default (METHOD.md gives no teacher learning rate; it is L2T-DLN's).
+- Adam, ``lr = 1e-3`` by default (docs/method.md section 3: no teacher learning rate is known; it is L2T-DLN's).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The L2T-DLN teacher: a coordinate-wise LSTM that learns to update the Dynamic Loss Network.
 
-Faithful to the authors' code (METHOD.md section 1); one teacher iteration, in order:
+Faithful to the authors' code (docs/method.md section 2); one teacher iteration, in order:
 
 1. **Student stage (look-ahead).** The env's ``loss_grad`` observation is
    ``g = dL_val/dphi`` through a differentiable K-step unroll of the student from theta_0.

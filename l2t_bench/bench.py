@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
             return 130
         records, failures = result.records, result.failures
     if records:
-        report(records, out, reference=cfg.reference if cfg else "ce", console=console)
+        report(records, out, reference=cfg.reference if cfg else "best", console=console)
     if not args.summarise_only:
         console.print(f"bench wall time {time.perf_counter() - start:.0f} s")
     if failures:

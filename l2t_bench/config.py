@@ -22,10 +22,12 @@ from l2t_env.config_files import builtin_names, config_dir, read_yaml
 BENCH_KEYS = (
     "name", "description", "tasks", "teachers", "seeds", "train_seeds", "train_timesteps",
     "task_overrides", "env_kwargs", "device", "reference", "checkpoint_every", "resources", "max_retries", "imports",
-    "batch_seeds", "workers",
+    "batch_seeds", "workers", "eval_every",
 )
 TASK_ENTRY_KEYS = ("name", "label", "overrides", "resources")
-TEACHER_ENTRY_KEYS = ("name", "label", "kwargs", "env_kwargs", "pretrain", "resources")
+TEACHER_ENTRY_KEYS = ("name", "label", "kwargs", "env_kwargs", "pretrain", "resources", "grid")
+#: monitored steps per episode when a bench sets no ``eval_every``: every teaching_steps // 20 steps
+DEFAULT_EVALUATIONS = 20
 PRETRAIN_KEYS = ("seeds", "episodes", "tasks", "online")
 #: what a run may ask of a Ray worker (``resources:`` of the bench, a task or a teacher entry)
 RESOURCE_KEYS = ("num_cpus", "num_gpus")
@@ -63,6 +65,12 @@ class TeacherSpec:
     resources: dict = field(default_factory=dict)
     #: acts on a native vector env and is not pretrained (fresh, or a trained agent acting frozen)
     batched: bool = False
+    #: a simple method without a teacher (its class's ``baseline``): Δ columns compare with the best one
+    baseline: bool = False
+    #: the label of the ``grid:`` entry this point belongs to (None: not a grid point)
+    grid_of: Optional[str] = None
+    #: this grid point's values, e.g. ``{"q": 0.5}``
+    grid_point: Optional[dict] = None
 
 
 @dataclass
@@ -92,7 +100,8 @@ class BenchConfig:
     train_timesteps: Union[int, dict, None] = None
     env_kwargs: dict = field(default_factory=dict)
     device: str = "auto"
-    reference: str = "ce"
+    #: what the Δ columns compare with: "best" (the task's best baseline) or a teacher label
+    reference: str = "best"
     #: Ray resources of every run, under the task's and the teacher's
     resources: dict = field(default_factory=dict)
     #: how often a run whose worker process died is started again (Ray backend)
@@ -107,6 +116,9 @@ class BenchConfig:
     #: those runs' keys (not of a trained agent's), as batched and one-by-one results differ in the last bits
     batch_seeds: bool = True
     raw: dict = field(default_factory=dict)
+    #: record early stopping every N teaching steps (the env's ``monitor_every``); None: every
+    #: ``teaching_steps // 20`` of each task; part of the run key
+    eval_every: Optional[int] = None
     #: run only these task / teacher labels (``l2t bench --tasks/--teachers``); None = all
     only_tasks: Optional[list[str]] = None
     only_teachers: Optional[list[str]] = None
@@ -123,6 +135,14 @@ class BenchConfig:
     def batches(self, teacher: TeacherSpec) -> bool:
         """Whether this teacher's seeds run as one batched vector-env run."""
         return self.batch_seeds and teacher.batched
+
+    def monitor_every(self, task: TaskSpec) -> int:
+        """The ``eval_every`` of this task's runs: the config's, else ``teaching_steps // 20`` (at least 1)."""
+        if self.eval_every is not None:
+            return self.eval_every
+        from l2t_env.tasks import load_task
+
+        return max(1, load_task(task.name, **task.overrides).teaching_steps // DEFAULT_EVALUATIONS)
 
     def env_kwargs_for(self, teacher: TeacherSpec) -> dict:
         """The env arguments of this teacher's runs: the bench's, then the teacher entry's."""
@@ -308,7 +328,7 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
     _unique_labels(tasks, "task")
 
     teachers = []
-    for entry in raw["teachers"]:
+    for entry, grid_of, point in _expand_grids(raw["teachers"]):
         e = _entry(entry, TEACHER_ENTRY_KEYS, "teacher")
         kwargs = _mapping(e.get("kwargs"), f"teacher {e['name']!r}: kwargs")
         try:
@@ -330,6 +350,9 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
                 pretrain=pretrain,
                 resources=_resources(e.get("resources"), f"teacher {e['name']!r}: "),
                 batched=bool(getattr(probe, "batched", False)) and pretrain is None,
+                baseline=bool(getattr(probe, "baseline", False)),
+                grid_of=grid_of,
+                grid_point=point,
             )
         )
     _unique_labels(teachers, "teacher")
@@ -372,15 +395,56 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
         train_timesteps=steps,
         env_kwargs=_env_kwargs(raw.get("env_kwargs"), "env_kwargs"),
         device=str(raw.get("device", "auto")),
-        reference=str(raw.get("reference", "ce")),
+        reference=str(raw.get("reference", "best")),
         resources=_resources(raw.get("resources"), ""),
         max_retries=max_retries,
         imports=list(imports),
         checkpoint_every=check_checkpoint_every(raw.get("checkpoint_every"), "bench config: checkpoint_every"),
         batch_seeds=_flag(raw.get("batch_seeds", True), "batch_seeds"),
         workers=check_workers(raw.get("workers", 1), "bench config: workers"),
+        eval_every=_eval_every(raw.get("eval_every")),
         raw=raw,
     )
+
+
+def _eval_every(value: Any) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"bench config: eval_every={value!r}, expected an integer >= 1 (teaching steps between evaluations)")
+    return value
+
+
+def _expand_grids(entries: Sequence[Any]) -> list[tuple[Any, Optional[str], Optional[dict]]]:
+    """Teacher entries with ``grid: {kwarg: [values]}`` as one entry per grid point (labelled
+    ``"LABEL [k=v, ...]"``, kwargs merged), each with its group label and point; others as given.
+
+    The summary adds a row ``LABEL`` that picks, per seed, the point of best validation accuracy
+    (:func:`l2t_bench.selection.select_grid`)."""
+    import itertools
+
+    out: list[tuple[Any, Optional[str], Optional[dict]]] = []
+    for entry in entries:
+        if not isinstance(entry, dict) or "grid" not in entry:
+            out.append((entry, None, None))
+            continue
+        grid = entry["grid"]
+        name = entry.get("name")
+        if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
+            raise ValueError(f"teacher {name!r}: grid={grid!r}, expected a mapping kwarg -> non-empty list of values")
+        kwargs = _mapping(entry.get("kwargs"), f"teacher {name!r}: kwargs")
+        clash = sorted(set(grid) & set(kwargs))
+        if clash:
+            raise ValueError(f"teacher {name!r}: {clash} in both kwargs and grid; give each in one place")
+        label = str(entry.get("label", name))
+        keys = list(grid)
+        for values in itertools.product(*(grid[k] for k in keys)):
+            point = dict(zip(keys, values))
+            sub = {k: v for k, v in entry.items() if k != "grid"}
+            sub["kwargs"] = {**kwargs, **point}
+            sub["label"] = f"{label} [{', '.join(f'{k}={v}' for k, v in point.items())}]"
+            out.append((sub, label, point))
+    return out
 
 
 def check_workers(value: Any, what: str) -> int:
@@ -414,6 +478,8 @@ def config_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec, *, batch
         what.update(pretrain=pretrain_hash(cfg, task, teacher), online=teacher.pretrain.online)
     if (cfg.batches(teacher) if batched is None else batched):
         what["batch_seeds"] = True
+    if batched is None:  # an evaluation run (not a trained agent's identity): its early-stopping cadence
+        what["eval_every"] = cfg.monitor_every(task)
     blob = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 

@@ -33,79 +33,103 @@ def _colours(teachers: Sequence[str]) -> dict[str, Any]:
     return {t: cmap(i % cmap.N) for i, t in enumerate(teachers)}
 
 
-def plot_val_curves(records: Sequence[dict], path: Union[str, Path], band: str = "std") -> Path:
-    """Mean validation accuracy vs teaching step per teacher, one panel per task; the band is
-    ±1 std across seeds (``band="std"``, clipped to [0, 1]) or their min-max (``band="minmax"``)."""
+#: the panels of the figures: methods without a teacher, teachers that learn while teaching or were
+#: pretrained, and trained RL agents acting frozen
+GROUPS = ("baselines", "teachers", "RL teachers")
+
+
+def method_group(record: dict) -> str:
+    """Which panel a run's row goes to (:data:`GROUPS`)."""
+    if record.get("baseline"):
+        return "baselines"
+    return "RL teachers" if record.get("agent") and not str(record.get("agent", "")).endswith(".pt") else "teachers"
+
+
+def _rows_shown(records: Sequence[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Runs by (task, teacher) without hyper-parameter grid points (their tuned row stands for them)."""
+    return {k: v for k, v in _groups(records).items() if not v[0].get("grid_of")}
+
+
+def plot_val_curves(records: Sequence[dict], path: Union[str, Path], band: str = "iqr") -> Path:
+    """Validation accuracy vs teaching step: one row of panels per task, one panel per group of
+    methods (:data:`GROUPS`), so that 15 or more rows stay readable. Lines are medians across
+    seeds; the band is the interquartile range (``band="iqr"``), ±1 std around the mean
+    (``"std"``) or the min-max (``"minmax"``)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    if band not in ("minmax", "std"):
-        raise ValueError(f"band={band!r}; valid: ['minmax', 'std']")
-    groups = _groups(records)
-    tasks = list(dict.fromkeys(t for t, _ in groups))
-    teachers = list(dict.fromkeys(k for _, k in groups))
-    colours = _colours(teachers)
-    fig, axes = _figure(max(len(tasks), 1), width=6.0 + 1.6 / max(len(tasks), 1))
-    for ax, task in zip(axes, tasks):
-        for teacher in teachers:
-            runs = groups.get((task, teacher))
-            if not runs:
-                continue
-            curves = [np.asarray([np.nan if v is None else v for v in r["curves"]["val_acc"]], dtype=float) for r in runs]
-            stack = np.full((len(curves), max(len(c) for c in curves)), np.nan)
-            for i, c in enumerate(curves):
-                stack[i, : len(c)] = c
-            with warnings.catch_warnings():  # all-NaN columns after a diverged run's early end
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean = np.nanmean(stack, axis=0)
-                if band == "minmax":
-                    lo, hi = np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
-                else:
-                    sd = np.nanstd(stack, axis=0)
-                    lo, hi = np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1)
-            steps = np.arange(stack.shape[1])
-            ax.plot(steps, mean, color=colours[teacher], label=f"{teacher} (n={len(runs)})", lw=1.5)
-            ax.fill_between(steps, lo, hi, color=colours[teacher], alpha=0.07, lw=0)
-        ax.set_title(f"{task}: mean across seeds, band {'±1 std' if band == 'std' else 'min-max'}")
-        ax.set_xlabel("teaching step")
-        ax.set_ylabel("validation accuracy (fixed subset)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    legend: dict[str, Any] = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label.split(" (n=")[0], (handle, label))
-    fig.legend([h for h, _ in legend.values()], [lab for _, lab in legend.values()], loc="outside right upper", fontsize=8)
+    if band not in ("iqr", "minmax", "std"):
+        raise ValueError(f"band={band!r}; valid: ['iqr', 'minmax', 'std']")
+    groups = _rows_shown(records)
+    tasks = list(dict.fromkeys(t for t, _ in groups)) or ["-"]
+    panels = [g for g in GROUPS if any(method_group(runs[0]) == g for runs in groups.values())] or ["baselines"]
+    fig = Figure(figsize=(5.5 * len(panels) + 1.5, 3.8 * len(tasks)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(tasks), len(panels), squeeze=False)
+    for row, task in enumerate(tasks):
+        for col, panel in enumerate(panels):
+            ax = axes[row][col]
+            mine = [(teacher, runs) for (t, teacher), runs in groups.items() if t == task and method_group(runs[0]) == panel]
+            colours = _colours([teacher for teacher, _ in mine])
+            for teacher, runs in mine:
+                curves = [np.asarray([np.nan if v is None else v for v in r["curves"]["val_acc"]], dtype=float) for r in runs]
+                stack = np.full((len(curves), max(len(c) for c in curves)), np.nan)
+                for i, c in enumerate(curves):
+                    stack[i, : len(c)] = c
+                with warnings.catch_warnings():  # all-NaN columns after a diverged run's early end
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    if band == "std":
+                        centre, sd = np.nanmean(stack, axis=0), np.nanstd(stack, axis=0)
+                        lo, hi = np.clip(centre - sd, 0, 1), np.clip(centre + sd, 0, 1)
+                    else:
+                        centre = np.nanmedian(stack, axis=0)
+                        q = (25, 75) if band == "iqr" else (0, 100)
+                        lo, hi = np.nanpercentile(stack, q[0], axis=0), np.nanpercentile(stack, q[1], axis=0)
+                steps = np.arange(stack.shape[1])
+                ax.plot(steps, centre, color=colours[teacher], label=f"{teacher} (n={len(runs)})", lw=1.3)
+                ax.fill_between(steps, lo, hi, color=colours[teacher], alpha=0.12, lw=0)
+            what = {"iqr": "median, interquartile band", "std": "mean ±1 std", "minmax": "median, min-max band"}[band]
+            ax.set_title(f"{task}: {panel} ({what})", fontsize=9)
+            ax.set_xlabel("teaching step")
+            ax.set_ylabel("val accuracy (fixed subset)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            if mine:
+                ax.legend(fontsize=7, loc="lower right")
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     return path
 
 
 def plot_test_acc(rows: Sequence[dict], path: Union[str, Path], records: Optional[Sequence[dict]] = None) -> Path:
-    """Bar chart of mean final test accuracy per teacher with the 95% bootstrap CI as error bars,
-    one panel per task; each seed's result is drawn as a dot when ``records`` are given."""
+    """Mean test accuracy per row with its 95% bootstrap CI, one panel per task, rows as horizontal
+    bars (readable with many rows): the bar is the final student, the diamond the early-stopped one
+    (best whole-validation step), dots are the seeds' final accuracies. Grid points are left out."""
+    rows = [r for r in rows if not r.get("grid_of")]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    teachers = list(dict.fromkeys(r["teacher"] for r in rows))
-    colours = _colours(teachers)
-    fig, axes = _figure(max(len(tasks), 1), width=max(4.0, 0.75 * len(teachers) + 1.5))
+    n_rows = max([sum(r["task"] == t for r in rows) for t in tasks] or [1])
+    fig, axes = _figure(max(len(tasks), 1), width=5.5, height=max(3.0, 0.32 * n_rows + 1.2))
     by_run = _groups(records or [])
+    colour = {"baselines": "tab:grey", "teachers": "tab:blue", "RL teachers": "tab:orange"}
     for ax, task in zip(axes, tasks):
         mine = [r for r in rows if r["task"] == task]
-        x = np.arange(len(mine))
+        y = np.arange(len(mine))[::-1]
         means = np.asarray([r["test_acc_mean"] for r in mine])
         err = np.asarray([[m - r["test_acc_ci_low"], r["test_acc_ci_high"] - m] for m, r in zip(means, mine)]).T
-        ax.bar(x, means, yerr=np.nan_to_num(err), capsize=4, color=[colours[r["teacher"]] for r in mine], alpha=0.8)
-        for i, r in enumerate(mine):
+        kinds = [method_group({"baseline": r.get("baseline"), "agent": (by_run.get((task, r["teacher"])) or [{}])[0].get("agent")}) for r in mine]
+        ax.barh(y, means, xerr=np.nan_to_num(err), capsize=3, color=[colour[k] for k in kinds], alpha=0.7)
+        ax.scatter([r["early_acc_mean"] for r in mine], y, marker="D", s=18, color="black", zorder=4, label="early-stopped mean")
+        for i, r in zip(y, mine):
             seeds = [s["test_acc"] for s in by_run.get((task, r["teacher"]), []) if s.get("test_acc") is not None]
             if seeds:
-                jitter = np.linspace(-0.18, 0.18, len(seeds)) if len(seeds) > 1 else np.zeros(1)
-                ax.scatter(i + jitter, seeds, s=8, color="black", zorder=3)
-            ax.annotate(_fmt(r["test_acc_mean"], 3), (i, r["test_acc_ci_high"] if np.isfinite(r["test_acc_ci_high"]) else means[i]),
-                        xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7)
-        ax.set_xticks(x, [r["teacher"] for r in mine], rotation=30, ha="right")
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel("final test accuracy")
-        ax.set_title(f"{task} (mean, 95% bootstrap CI; dots: seeds)")
-        ax.grid(axis="y", alpha=0.3)
+                ax.scatter(seeds, np.full(len(seeds), i) + np.linspace(-0.2, 0.2, len(seeds)), s=5, color="black", alpha=0.5, zorder=3)
+        ax.set_yticks(y, [r["teacher"] for r in mine], fontsize=8)
+        lo = max(0.0, min([*means[np.isfinite(means)], 1.0]) - 0.1)
+        ax.set_xlim(lo, 1.0)
+        ax.set_xlabel("test accuracy (bar: final, 95% CI; diamond: early-stopped)")
+        ax.set_title(f"{task}", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     return path

@@ -10,6 +10,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from l2t_agents.evaluation import early_stopped
 from l2t_bench.config import RunSpec
 from l2t_bench.numerics import numerics_record
 from l2t_bench.options import jsonable
@@ -77,8 +78,13 @@ def run_record(run: RunSpec, episode: Any, agent: Optional[str], agent_train_tim
         "teacher_name": run.teacher.name,
         "task_overrides": run.task.overrides,
         "teacher_kwargs": run.teacher.kwargs,
+        "baseline": run.teacher.baseline,
+        "grid_of": run.teacher.grid_of,
+        "grid_point": run.teacher.grid_point,
         **{k: final.get(k) for k in FINAL_KEYS},
         "best_val_acc": float(np.nanmax(val_acc)) if np.isfinite(val_acc).any() else None,
+        # early stopping: the test accuracy at the step of best whole-validation accuracy (eval_every)
+        **early_stopped(episode.curves),
         "auc_val_acc": float(np.nanmean(val_acc)) if np.isfinite(val_acc).any() else None,
         "wall_time": episode.wall_time,
         "student_steps": episode.student_steps,

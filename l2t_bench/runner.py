@@ -137,7 +137,9 @@ def execute_run(
     apply_pins_if_flagged()  # a process (or Ray worker) started with pinned numerics sets torch's own switches
 
     teacher, train_time = load_teacher(run, agent)
-    env = make_env(teacher, run.task.name, device=cfg.device, **cfg.env_kwargs_for(run.teacher), **run.task.overrides)
+    env = make_env(
+        teacher, run.task.name, device=cfg.device, monitor_every=cfg.monitor_every(run.task), **cfg.env_kwargs_for(run.teacher), **run.task.overrides
+    )
     if cfg.checkpoint_every is not None and checkpoint is None:
         raise ValueError(f"run {run.key}: checkpoint_every={cfg.checkpoint_every} needs a checkpoint path")
     try:
@@ -190,7 +192,10 @@ def execute_batched(cfg: BenchConfig, runs: list[RunSpec], agent: Optional[Path]
     apply_pins_if_flagged()  # as execute_run: a pinned process's workers set torch's switches
     first = runs[0]
     teacher, train_time = load_teacher(first, agent)
-    env = make_vector_env(teacher, len(runs), first.task.name, device=cfg.device, **cfg.env_kwargs_for(first.teacher), **first.task.overrides)
+    env = make_vector_env(
+        teacher, len(runs), first.task.name, device=cfg.device, monitor_every=cfg.monitor_every(first.task),
+        **cfg.env_kwargs_for(first.teacher), **first.task.overrides,
+    )
     try:
         episodes = run_episodes(env, teacher, [run.seed for run in runs])
     finally:

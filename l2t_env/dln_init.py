@@ -1,7 +1,7 @@
 """Where the DLN starts: the ``init`` choice of ``loss_kwargs`` for the ``dln`` loss family.
 
-The random Kaiming init of the reference code decides most of a run on its own (METHOD.md
-section 5: the frozen DLN ends anywhere between 0.00 and 0.96 on digits). So the start is a
+The random Kaiming init of the reference code decides most of a run on its own (docs/method.md
+section 2.5: the frozen DLN ends anywhere between 0.00 and 0.96 on digits). So the start is a
 documented choice:
 
 - ``"kaiming"`` (default): the reference code's Kaiming-normal, mode fan_out, drawn from the seed.

@@ -33,6 +33,9 @@ _STUDENT_HIGH = np.array([1.0, 1e6, 1.0, 1e6, 1.0, 1e6, 1e6, 1e6], dtype=np.floa
 VECTOR_BOUND = 1e6
 REWARDS = ("val_loss_decrease", "val_acc_increase", "neg_val_loss")
 ACTION_MODES = ("full", "layer", "global", "set")
+#: what ``info["monitor"]`` holds (``monitor_every``): the whole validation and test splits
+MONITOR_SPLITS = ("val", "test")
+MONITOR_KEYS = ("val_loss", "val_acc", "test_loss", "test_acc")
 _RAW_CACHE: dict[tuple, RawData] = {}
 
 
@@ -122,7 +125,7 @@ class L2TEnv(gym.Env):
     changes the loss network's parameters phi; the student then takes K SGD steps on the new loss.
     The teacher sees the student's state and the loss network's state, including the loss state of
     L2T-DLN: the gradient of the validation cross-entropy with respect to phi through a
-    differentiable look-ahead of the student's next K steps. See ``METHOD.md`` for the equations.
+    differentiable look-ahead of the student's next K steps. See ``docs/method.md`` (section 2) for the equations.
 
     ## Action Space
 
@@ -208,6 +211,12 @@ class L2TEnv(gym.Env):
 
     On the last step ``info`` also holds ``test_loss`` and ``test_acc`` of the final student, and
     ``info["final"]``: loss and accuracy on the whole train, val and test splits.
+
+    With ``monitor_every=N`` (> 0), the ``info`` of ``reset`` and of every N-th step (and of the
+    last) holds ``info["monitor"]``: loss and accuracy of the current student on the whole
+    validation and test splits (``val_loss``, ``val_acc``, ``test_loss``, ``test_acc``). It is for
+    reporting early stopping (the test accuracy at the step of best validation accuracy), not for
+    teachers: the test split must not steer teaching, and nothing in observation or reward uses it.
     The env is usable again after ``reset``.
 
     ## Arguments
@@ -223,6 +232,8 @@ class L2TEnv(gym.Env):
     | `reward`             | str                    | `"val_loss_decrease"` | one of the rewards above                                 |
     | `divergence_penalty` | float                  | `-10.0`               | reward of a step whose student diverged                  |
     | `reward_every`       | int                    | `1`                   | evaluate the fixed val subset every N steps (see Rewards)|
+    | `monitor_every`      | int                    | `0`                   | report whole val/test metrics every N steps in           |
+    |                      |                        |                       | `info["monitor"]` (0: never; see Episode End)            |
     | `observation_mode`   | `"dict"` or `"flat"`   | `"dict"`              | flat = one Box, the Dict flattened                       |
     | `action_mode`        | str                    | `"full"`              | `full`, `layer`, `global` or `set` (see Action Space)    |
     | `checkpoint_unroll`  | bool                   | `False`               | recompute the look-ahead step by step in its backward:   |
@@ -312,6 +323,7 @@ class L2TEnv(gym.Env):
         observation_mode: str = "dict",
         action_mode: str = "full",
         reward_every: int = 1,
+        monitor_every: int = 0,
         checkpoint_unroll: bool = False,
         device: Union[str, torch.device] = "auto",
         dtype: Union[str, torch.dtype] = "float32",
@@ -345,6 +357,9 @@ class L2TEnv(gym.Env):
         if isinstance(reward_every, bool) or not isinstance(reward_every, (int, np.integer)) or reward_every < 1:
             raise ValueError(f"reward_every={reward_every!r}, expected an integer >= 1")
         self.reward_every = int(reward_every)
+        if isinstance(monitor_every, bool) or not isinstance(monitor_every, (int, np.integer)) or monitor_every < 0:
+            raise ValueError(f"monitor_every={monitor_every!r}, expected an integer >= 0 (0: no monitoring)")
+        self.monitor_every = int(monitor_every)
 
         self.raw = _cached_raw_data(self.config)
         check_batch_sizes(self.config, self.raw)
@@ -432,7 +447,10 @@ class L2TEnv(gym.Env):
         self._last = self._initial_stats(self._next)
         self._ready = True
         obs = self._observation()
-        return obs, {"val_loss": self.val_loss, "val_acc": self.val_acc, "diverged": False}
+        info = {"val_loss": self.val_loss, "val_acc": self.val_acc, "diverged": False}
+        if self.monitor_every:
+            info["monitor"] = self.final_metrics(MONITOR_SPLITS)
+        return obs, info
 
     def _initial_stats(self, batches: Batches) -> dict[str, float]:
         """Student state at reset: the first K batches scored at the initial student, no update."""
@@ -664,6 +682,10 @@ class L2TEnv(gym.Env):
         if terminated or truncated:
             info["final"] = self.final_metrics()
             info["test_loss"], info["test_acc"] = info["final"]["test_loss"], info["final"]["test_acc"]
+        if self.monitor_every and (terminated or truncated or self.t % self.monitor_every == 0):
+            final = info.get("final") or self.final_metrics(MONITOR_SPLITS)
+            info["monitor"] = {key: final[key] for key in MONITOR_KEYS}
+        if terminated or truncated:
             self._ready = False
             obs = self._observation(final=True)
         else:
@@ -671,11 +693,13 @@ class L2TEnv(gym.Env):
             obs = self._observation()
         return obs, float(reward), terminated, truncated, info
 
-    def final_metrics(self) -> dict[str, float]:
-        """Loss and accuracy of the current student on the whole train, val and test splits."""
+    def final_metrics(self, splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, float]:
+        """Loss and accuracy of the current student on the whole ``splits`` (train, val and test)."""
         s = self.splits
+        data = {"train": (s.x_train, s.y_train), "val": (s.x_val, s.y_val), "test": (s.x_test, s.y_test)}
         out = {}
-        for split, x, y in (("train", s.x_train, s.y_train), ("val", s.x_val, s.y_val), ("test", s.x_test, s.y_test)):
+        for split in splits:
+            x, y = data[split]
             loss, acc = evaluate(self.student, self.params, self.buffers, x, y)
             out[f"{split}_loss"], out[f"{split}_acc"] = loss.item(), acc.item()
         return out

@@ -4,7 +4,7 @@ A student's state is a list of parameter tensors and a list of buffer tensors (B
 statistics) run through ``torch.func.functional_call`` on a module that only supplies structure.
 :func:`sgd_unroll` takes K plain-SGD steps; with ``create_graph=True`` every step stays in the
 autograd graph (``theta_{k+1} = theta_k - lr * grad``), so a validation loss after the unroll can
-be differentiated with respect to the loss parameters phi (the hypergradient, METHOD.md stage 1).
+be differentiated with respect to the loss parameters phi (the hypergradient, docs/method.md section 2.4, stage 1).
 
 Both modes use the same arithmetic (``p - lr * g``), so committing the result of a differentiable
 unroll gives the same student as re-running the steps without a graph.

@@ -1,6 +1,6 @@
 """The fused metric of L2T-DFM: a weighted sum of similarity metrics between prediction and label.
 
-Only the abstract of L2T-DFM is known (METHOD.md section 3): every choice below is ours. The five
+Only the abstract of L2T-DFM is known (docs/method.md section 4): every choice below is ours. The five
 metrics, each a batch mean of a per-sample value, with ``p = softmax(z)``:
 
 - ``ce``: cross-entropy ``-log p_y``;

@@ -5,10 +5,13 @@ teacher's coordinate-wise view the same vector, with no packing. Each family sli
 weights out of phi on every call; slicing is a view, so gradients flow back to the flat tensor.
 
 Families:
-- ``dln``: the Dynamic Loss Network of L2T-DLN (METHOD.md section 1), 5,000 parameters by default.
-- ``dlf``: the parametric loss of L2T-DLF (METHOD.md section 2), ``C*C + C`` parameters.
-- ``dfm``: the fused metric of L2T-DFM (METHOD.md section 3, our reading), one weight per metric.
+- ``dln``: the Dynamic Loss Network of L2T-DLN (docs/method.md section 2), 5,000 parameters by default.
+- ``dlf``: the parametric loss of L2T-DLF (docs/method.md section 3), ``C*C + C`` parameters.
+- ``dfm``: the fused metric of L2T-DFM (docs/method.md section 4, our reading), one weight per metric.
 - ``ce``: plain cross-entropy, no parameters; the baseline every teacher is compared with.
+- ``gce``, ``sce``, ``nce+rce``, ``mae``, ``ls``, ``bootstrap``, ``bootstrap-hard``, ``focal``: the
+  robust losses of the noisy-label literature (:mod:`l2t_env.robust_losses`), phi = their
+  hyper-parameters (:class:`HyperparameterLoss`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from l2t_env import dln_init
+from l2t_env.robust_losses import ROBUST_LOSSES, RobustLossSpec, check_value
 from l2t_env.fused_metric import METRICS, check_metric_options, metric_values
 
 
@@ -174,7 +178,7 @@ class DynamicLossNetwork(LossFamily):
 class DynamicLossFunction(LossFamily):
     """L2T-DLF's loss: ``-sigmoid((log p)^T W[:, y] + b_y)``, W = I and b = 0 at init.
 
-    Starts as ``-sigmoid(log p_y)``, a bounded surrogate of cross-entropy (METHOD.md section 2).
+    Starts as ``-sigmoid(log p_y)``, a bounded surrogate of cross-entropy (docs/method.md section 3).
     """
 
     name = "dlf"
@@ -263,15 +267,66 @@ class CrossEntropy(LossFamily):
         return F.cross_entropy(logits, targets)
 
 
+class HyperparameterLoss(LossFamily):
+    """A robust loss of :data:`l2t_env.robust_losses.ROBUST_LOSSES` whose phi is its hyper-parameters.
+
+    ``loss_kwargs`` set phi's start (e.g. ``{"q": 0.5}`` for ``gce``; the authors' defaults
+    otherwise) and the loss's fixed constants (e.g. RCE's ``A``). Left alone (a zero action, or
+    the frozen-loss teachers of the same names) this is the baseline; a teacher that moves phi
+    (``action_mode="set"`` sets it outright) tunes the loss during training, and the look-ahead's
+    ``loss_grad`` is the hypergradient with respect to the hyper-parameters. phi is clamped to the
+    valid range of each hyper-parameter when the loss is computed (``RobustLossSpec.bounds``).
+    """
+
+    def __init__(self, spec: RobustLossSpec, **kwargs: Any) -> None:
+        self.spec = spec
+        self.name = spec.name
+        unknown = sorted(set(kwargs) - set(spec.params) - set(spec.constants))
+        if unknown:
+            valid = sorted([*spec.params, *spec.constants])
+            raise ValueError(f"{spec.name}: unknown loss_kwargs {unknown}; valid: {valid}")
+        self.values = {**spec.params, **{k: v for k, v in kwargs.items() if k in spec.params}}
+        self.constants = {**spec.constants, **{k: v for k, v in kwargs.items() if k in spec.constants}}
+        for key, value in self.values.items():
+            check_value(spec.name, key, value, spec.bounds[key])
+        for key, value in self.constants.items():
+            check_value(spec.name, key, value, (None, None))
+        self.keys = tuple(spec.params)
+
+    @property
+    def n_params(self) -> int:
+        return len(self.keys)
+
+    def layer_slices(self) -> list[tuple[str, slice]]:
+        return [(key, slice(i, i + 1)) for i, key in enumerate(self.keys)]
+
+    def init_params(self, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor([float(self.values[k]) for k in self.keys], device=device, dtype=dtype)
+
+    def hyperparameters(self, phi: torch.Tensor) -> dict[str, torch.Tensor]:
+        """phi as the loss's keyword arguments, each clamped to its valid range."""
+        out = {}
+        for i, key in enumerate(self.keys):
+            lo, hi = self.spec.bounds[key]
+            out[key] = phi[i].clamp(min=lo, max=hi)
+        return out
+
+    def __call__(self, phi: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.spec.fn(logits, targets, **self.hyperparameters(phi), **self.constants).mean()
+
+
 LOSS_FAMILIES = {"dln": DynamicLossNetwork, "dlf": DynamicLossFunction, "dfm": FusedMetricLoss, "ce": CrossEntropy}
+LOSS_NAMES = (*LOSS_FAMILIES, *ROBUST_LOSSES)
 
 
 def make_loss_family(name: str | LossFamily, num_classes: int, **kwargs: Any) -> LossFamily:
     """A loss family by registry name (or pass one through)."""
     if isinstance(name, LossFamily):
         return name
+    if name in ROBUST_LOSSES:
+        return HyperparameterLoss(ROBUST_LOSSES[name], **kwargs)
     if name not in LOSS_FAMILIES:
-        raise ValueError(f"unknown loss family {name!r}; valid: {sorted(LOSS_FAMILIES)}")
+        raise ValueError(f"unknown loss family {name!r}; valid: {sorted(LOSS_NAMES)}")
     cls = LOSS_FAMILIES[name]
     if cls is DynamicLossFunction:
         return cls(num_classes, **kwargs)

@@ -24,7 +24,7 @@ from gymnasium.vector.utils import batch_space
 from torch.func import vmap
 
 from l2t_env.data import IndexStream, split_indices, split_sizes
-from l2t_env.env import _STUDENT_HIGH, _STUDENT_LOW, VECTOR_BOUND, L2TEnv, as_action_tensor, checked_phi
+from l2t_env.env import _STUDENT_HIGH, _STUDENT_LOW, MONITOR_KEYS, MONITOR_SPLITS, VECTOR_BOUND, L2TEnv, as_action_tensor, checked_phi
 from l2t_env.functional import (
     BatchedStudent,
     UnrollStats,
@@ -436,7 +436,17 @@ class _VmapCore:
         values = torch.stack([*(getattr(stats, k).to(torch.float64) for k in _STATS), *val], 1).cpu().numpy()
         self.last[rows] = values[:, :4]
         self.val[rows] = values[:, 4:]
-        return _rows_info(self.n, rows, {"val_loss": self.val[:, 0], "val_acc": self.val[:, 1], "diverged": np.zeros(self.n, dtype=bool)})
+        info = _rows_info(self.n, rows, {"val_loss": self.val[:, 0], "val_acc": self.val[:, 1], "diverged": np.zeros(self.n, dtype=bool)})
+        if self.env.monitor_every:
+            info = _merge_infos(info, self._monitor_info(rows, self.final_metrics(rows, MONITOR_SPLITS)))
+        return info
+
+    def _monitor_info(self, rows: np.ndarray, metrics: dict[str, np.ndarray]) -> dict:
+        """``info["monitor"]`` of ``rows`` (as the single env's), from metrics of those rows."""
+        full = {key: np.zeros(self.n) for key in MONITOR_KEYS}
+        for key in MONITOR_KEYS:
+            full[key][rows] = metrics[key]
+        return _rows_info(self.n, rows, {"monitor": _rows_info(self.n, rows, full)})
 
     def _draw(self, rows: np.ndarray) -> None:
         """Draw the next step's batches of ``rows`` from their own streams into the batch tensors."""
@@ -463,8 +473,8 @@ class _VmapCore:
         xf, yf = self.x_fixed[rows_t], self.y_fixed[rows_t]
         return evaluate_batched(self.student, params, buffers, lambda a, b: (xf[:, a:b], yf[:, a:b]), self.n_fixed, self._chunk(len(rows_t)))
 
-    def final_metrics(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Loss and accuracy of the students of ``rows`` on their whole train, val and test splits."""
+    def final_metrics(self, rows: np.ndarray, splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, np.ndarray]:
+        """Loss and accuracy of the students of ``rows`` on their whole ``splits`` (train, val and test)."""
         rows_t = torch.as_tensor(rows, device=self.device)
         params = [p[rows_t] for p in self.params]
         buffers = [b[rows_t] for b in self.buffers]
@@ -474,12 +484,15 @@ class _VmapCore:
             ("train", self.train_map[rows_t], self.y_train[rows_t]),
             ("val", self.val_map[rows_t], self.y_pool[self.val_map[rows_t]]),
         ):
+            if split not in splits:
+                continue
             take = lambda a, b, index=index, labels=labels: (self.x_pool[index[:, a:b]], labels[:, a:b])  # noqa: E731
             loss, acc = evaluate_batched(self.student, params, buffers, take, index.shape[1], chunk)
             out[f"{split}_loss"], out[f"{split}_acc"] = loss, acc
         r = len(rows)
         take = lambda a, b: (self.x_test[a:b].expand(r, *self.x_test[a:b].shape), self.y_test[a:b].expand(r, b - a))  # noqa: E731
-        out["test_loss"], out["test_acc"] = evaluate_batched(self.student, params, buffers, take, len(self.x_test), chunk)
+        if "test" in splits:
+            out["test_loss"], out["test_acc"] = evaluate_batched(self.student, params, buffers, take, len(self.x_test), chunk)
         values = torch.stack(list(out.values()), 1).cpu().numpy()
         return {key: values[:, j] for j, key in enumerate(out)}
 
@@ -571,6 +584,12 @@ class _VmapCore:
                 full[key][done_rows] = value
             info = _merge_infos(info, _rows_info(n, done_rows, {"final": _rows_info(n, done_rows, full)}))
             info = _merge_infos(info, _rows_info(n, done_rows, {"test_loss": full["test_loss"], "test_acc": full["test_acc"]}))
+            if env.monitor_every:
+                info = _merge_infos(info, self._monitor_info(done_rows, final))
+        if env.monitor_every:
+            watched = np.flatnonzero(stepped & ~(terminated | truncated) & (self.t % env.monitor_every == 0))
+            if len(watched):
+                info = _merge_infos(info, self._monitor_info(watched, self.final_metrics(watched, MONITOR_SPLITS)))
         going = np.flatnonzero(stepped & ~(terminated | truncated))
         if len(going):
             self._draw(going)

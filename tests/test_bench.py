@@ -110,7 +110,7 @@ def test_outputs_written(smoke):
     lines = (out / "summary.csv").read_text().splitlines()
     assert lines[0].startswith("task,teacher,n,test_acc_mean") and len(lines) == 1 + len(ALL_TEACHERS)
     md = (out / "summary.md").read_text()
-    assert "| task | teacher | n |" in md and all(f"| {t} |" in md for t in ALL_TEACHERS)
+    assert "| task | teacher | n |" in md and all(f"| {t} |" in md or f"| {t} * |" in md for t in ALL_TEACHERS)
     for png in ("val_curves.png", "test_acc.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -152,7 +152,7 @@ def test_paired_difference_of_identical_teachers_is_zero():
     assert paired_difference(accs, dict(accs)) == {"n": 4, "mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}
     records = [_fake(t, s, a) for t in ("ce", "copy") for s, a in accs.items()]
     records += [_fake("better", s, a + 0.01 * (s + 1)) for s, a in accs.items()]
-    rows = {r["teacher"]: r for r in summarise(records)}
+    rows = {r["teacher"]: r for r in summarise(records, "ce")}
     assert rows["copy"]["diff_vs_ref_mean"] == 0.0 and rows["copy"]["n_paired"] == 4
     assert (rows["copy"]["diff_vs_ref_ci_low"], rows["copy"]["diff_vs_ref_ci_high"]) == (0.0, 0.0)
     assert rows["better"]["diff_vs_ref_mean"] == pytest.approx(0.025)

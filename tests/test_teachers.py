@@ -24,7 +24,7 @@ def tiny_env(**kwargs) -> gym.Env:
 
 
 def literal_dln(family, phi: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """METHOD.md's DLN read literally: every 1-vs-1 row through the bias-free MLP, mean of all rows."""
+    """docs/method.md section 2.1's DLN read literally: every 1-vs-1 row through the bias-free MLP, mean of all rows."""
     h = family.one_vs_one(logits, y).reshape(-1, 4)
     weights = family.weights(phi)
     for w in weights[:-1]:
@@ -112,7 +112,7 @@ def test_saved_and_reloaded_teacher_continues_identically(tmp_path):
 
 
 def test_faithful_iteration_equals_a_slow_reference_in_float64():
-    """One teacher iteration against METHOD.md's three stages written out plainly."""
+    """One teacher iteration against docs/method.md section 2.4's three stages written out plainly."""
     env = tiny_env()
     obs, _ = env.reset(seed=2)
     core = env.unwrapped
