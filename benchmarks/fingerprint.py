@@ -1,6 +1,6 @@
 """A fingerprint of pinned runs, to check bit for bit that another machine computes what this one did.
 
-Every teacher of the main job (``configs/bench/quick.yaml``: ce, fixed, random, hypergrad,
+Every teacher of the main job (``configs/bench/quick.yaml``: ce, gce, sce, fixed, random, hypergrad,
 l2t-dln, l2t-dlf, l2t-dfm, and the SB3 agents ppo, a2c, sac, td3 with a tiny training budget) runs
 short episodes of digits-mlp, the way ``l2t bench`` runs them (the seeds of a batching teacher as
 one vector env, SB3 agents trained on a vector env of the training seeds, then frozen), plus one
@@ -19,7 +19,7 @@ can be named) and the final metrics; per trained SB3 entry a hash of the agent's
     python benchmarks/fingerprint.py --check --only digits-mlp/ce --save runs/here.json
     python benchmarks/fingerprint.py --compare A.json B.json   # two saved fingerprints, no runs
 
-About 2 minutes on one pinned thread of our 2-core AMD EPYC (docs/reproducibility.md).
+75 s to 6 minutes on one pinned thread of our shared 2-core Intel Xeon VM, by its load (docs/reproducibility.md).
 """
 
 from __future__ import annotations
@@ -67,23 +67,27 @@ SPEC: dict[str, Any] = {
 }
 
 
-def quick_teachers() -> list[Any]:
-    """The teacher entries of the main job, as ``configs/bench/quick.yaml`` lists them."""
+def quick_teachers(sb3_kwargs: dict) -> list[Any]:
+    """The teacher entries of the main job (``configs/bench/quick.yaml``), the SB3 agents' kwargs
+    replaced by ``sb3_kwargs`` (the tiny budget); resolved when the fingerprint is written, so that
+    ``--check`` reruns what the file says even after quick.yaml changes."""
     import yaml
 
-    return yaml.safe_load((REPO / "configs" / "bench" / "quick.yaml").read_text())["teachers"]
+    teachers = []
+    for entry in yaml.safe_load((REPO / "configs" / "bench" / "quick.yaml").read_text())["teachers"]:
+        name = entry if isinstance(entry, str) else entry["name"]
+        if name in sb3_kwargs:
+            entry = {**(entry if isinstance(entry, dict) else {"name": name}), "kwargs": sb3_kwargs[name]}
+        teachers.append(entry)
+    return teachers
 
 
 def bench_configs(spec: dict) -> list[dict]:
     """The bench configs (dicts) the fingerprint runs: digits with every quick teacher, and the conv entry."""
     d, c = spec["digits"], spec["conv"]
-    teachers = []
-    for entry in quick_teachers():
-        name = entry if isinstance(entry, str) else entry["name"]
-        teachers.append({"name": name, "kwargs": d["sb3_kwargs"][name]} if name in d["sb3_kwargs"] else name)
     common = {"device": "cpu", "seeds": spec["seeds"]}
     return [
-        {**common, "name": "fingerprint-digits", "tasks": [{"name": d["task"], "overrides": d["overrides"]}], "teachers": teachers,
+        {**common, "name": "fingerprint-digits", "tasks": [{"name": d["task"], "overrides": d["overrides"]}], "teachers": d["teachers"],
          "train_seeds": d["train_seeds"], "train_timesteps": d["train_timesteps"]},
         {**common, "name": "fingerprint-conv", "tasks": [{"name": c["task"], "overrides": c["overrides"]}], "teachers": c["teachers"],
          "seeds": c["seeds"]},
@@ -192,7 +196,7 @@ def run_all(spec: dict, only: Optional[set[str]] = None, log: Any = print) -> di
 # ------------------------------------------------------------------------------- comparing
 def compare_entry(ref: dict, new: dict) -> Optional[str]:
     """None when the two runs of an entry are bit-equal, else what differs first, in words."""
-    if ref.get("agent") != new.get("agent") and new.get("agent") is not None:
+    if ref.get("agent") != new.get("agent"):
         agent = "the trained agent's policy differs; "
     else:
         agent = ""
@@ -218,7 +222,7 @@ def compare_entry(ref: dict, new: dict) -> Optional[str]:
     if first is not None:
         return f"{agent}first differing step {first} (seeds {', '.join(where)}; max |d val loss| {worst:.2e})"
     if where:
-        return f"{agent}val losses equal, final parameters/phi differ (seeds {', '.join(where)})"
+        return f"{agent}val losses and per-step states equal, final parameters, phi or metrics differ (seeds {', '.join(where)})"
     return agent.rstrip("; ") or None
 
 
@@ -282,7 +286,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         numerics = pin_numerics()  # before torch loads (or re-executes this script pinned)
     ref = load(args.file) if args.check else None
-    spec = ref["spec"] if ref else SPEC
+    spec = ref["spec"] if ref else {**SPEC, "digits": {**SPEC["digits"], "teachers": quick_teachers(SPEC["digits"]["sb3_kwargs"])}}
     if ref and only:
         unknown = sorted(only - set(ref["entries"]))
         if unknown:

@@ -67,7 +67,7 @@ def test_perturbed_copy_names_the_teacher_and_its_first_differing_step(tmp_path)
     cases["val loss"] = (val, "digits-mlp/l2t-dln", "first differing step 3 (seeds 0;")
     final = copy.deepcopy(reference)
     final["entries"]["random-cifar10-resnet8/fixed"]["seeds"]["0"]["params"] = "f" * 16
-    cases["final params"] = (final, "random-cifar10-resnet8/fixed", "val losses equal, final parameters/phi differ (seeds 0)")
+    cases["final params"] = (final, "random-cifar10-resnet8/fixed", "final parameters, phi or metrics differ (seeds 0)")
     agent = copy.deepcopy(reference)
     agent["entries"]["digits-mlp/sac"]["agent"] = "e" * 16
     cases["agent"] = (agent, "digits-mlp/sac", "the trained agent's policy differs")
