@@ -4,7 +4,7 @@ checkpoint is being written and then at seeded random moments, and rerun until i
 ``runs.jsonl`` then holds every run exactly once, each record equal to an uninterrupted run's in
 everything but the timing fields.
 
-Marked ``slow`` (about three minutes on our shared 2-core CPU): ``pytest -m slow tests/test_bench_faults.py``.
+Marked ``slow`` (3 to 6 minutes on our shared 2-core CPU, by its load): ``pytest -m slow tests/test_bench_faults.py``.
 """
 
 from __future__ import annotations
