@@ -53,6 +53,7 @@ class CleanSplitTeacher(BaseTeacher):
 
     env_kwargs = {"loss": "ce", "lookahead": "off", "train_split": "val"}
     batched = True
+    baseline = True
 
     def act(self, obs: Any) -> np.ndarray:
         return _zeros(self.env)
@@ -68,6 +69,7 @@ class FinetuneTeacher(BaseTeacher):
     """
 
     batched = True
+    baseline = True
 
     def __init__(self, fraction: float = 0.2) -> None:
         super().__init__()

@@ -52,3 +52,10 @@ def make_teacher(name: str, **kwargs: Any) -> Teacher:
             )
         raise ValueError(f"unknown teacher {name!r}; valid: {sorted(TEACHERS)}")
     return TEACHERS[name](**kwargs)
+
+
+def is_baseline(name: str) -> bool:
+    """Whether the registered teacher ``name`` is a baseline (no teacher: a fixed loss, or plain CE
+    on chosen data); False for names not registered here (a user's teacher from ``imports:``)."""
+    _ensure_builtin_teachers()
+    return bool(getattr(TEACHERS.get(name), "baseline", False))

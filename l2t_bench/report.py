@@ -13,7 +13,7 @@ from rich.table import Table
 from l2t_bench.numerics import describe
 from l2t_bench.aggregate import aggregate, write_aggregate
 from l2t_bench.plots import fmt, plot_test_acc, plot_val_curves
-from l2t_bench.selection import select_grid
+from l2t_bench.selection import mark_baselines, select_grid
 from l2t_bench.stats import summarise
 
 
@@ -100,7 +100,7 @@ def report(records: Sequence[dict], out: Union[str, Path], reference: str = "bes
     """Summarise records (with the tuned rows of grid entries, :func:`l2t_bench.selection.select_grid`)
     and write ``summary.csv``/``summary.md``/``val_curves.png``/``test_acc.png``."""
     out = Path(out)
-    records = select_grid(records)
+    records = select_grid(mark_baselines(records))
     rows = summarise(records, reference)
     csv_path, md_path = write_summary(rows, out)
     curves = plot_val_curves(records, out / "val_curves.png")

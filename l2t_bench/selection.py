@@ -20,6 +20,15 @@ from typing import Any, Sequence
 import numpy as np
 
 
+def mark_baselines(records: Sequence[dict]) -> list[dict]:
+    """The records with ``baseline`` as their teacher's class says now (records written before a
+    teacher was marked a baseline carry a stale flag); unregistered teachers keep theirs."""
+    from l2t_agents.registry import available_teachers, is_baseline
+
+    known = set(available_teachers())
+    return [{**r, "baseline": is_baseline(r["teacher_name"])} if r.get("teacher_name") in known else r for r in records]
+
+
 def _value(record: dict, key: str) -> float:
     v = record.get(key)
     return float(v) if v is not None and np.isfinite(v) else -np.inf
