@@ -216,9 +216,11 @@ def test_sigkilled_batched_bench_resumes_to_the_uninterrupted_records(tmp_path):
     _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]  # killed, not finished
     assert checkpoint.is_file() and not (out / "runs.jsonl").exists()
-    assert torch.load(checkpoint, weights_only=False)["records"][0]["steps"] < 40
+    saved_at = torch.load(checkpoint, weights_only=False)["records"][0]["steps"]
+    assert 3 <= saved_at < 40
     rerun = subprocess.run(args, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"+2 seeds: resumed from their checkpoint at teaching step {saved_at}" in " ".join(rerun.stdout.split())
     assert not checkpoint.exists()
     records = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert len(records) == len(plain) == 3
