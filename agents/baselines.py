@@ -1,6 +1,9 @@
 """The baseline teachers every comparison needs.
 
 - ``ce``: no teacher; the same student, data, batches and budget trained with plain cross-entropy.
+- ``ce-val``: plain cross-entropy trained on the clean validation split alone (same budget).
+- ``ce-finetune``: plain cross-entropy on the training split, then on the validation split for
+  the last ``fraction`` (default 0.2) of the teaching steps.
 - ``fixed``: the DLN frozen at its initialisation (zero action).
 - ``random``: uniform random actions, seeded.
 - ``hypergrad``: memoryless gradient teacher, ``phi <- phi - lr * loss_grad`` (the paper's
@@ -35,6 +38,53 @@ class CrossEntropyTeacher(BaseTeacher):
 
     def act(self, obs: Any) -> np.ndarray:
         return _zeros(self.env)
+
+
+@register_teacher("ce-val")
+class CleanSplitTeacher(BaseTeacher):
+    """Plain cross-entropy on the clean validation split alone, with the same budget (teaching
+    steps x K SGD steps, lr, batch size): what the clean data is worth without the noisy data.
+
+    The env draws every training batch from the validation split (task setting
+    ``train_split="val"``). The observed val loss/accuracy, the reward and any early stopping on
+    the validation split then see the very data the student trains on: they are training
+    statistics here, not held-out ones. Only the test split is held out.
+    """
+
+    env_kwargs = {"loss": "ce", "lookahead": "off", "train_split": "val"}
+    batched = True
+
+    def act(self, obs: Any) -> np.ndarray:
+        return _zeros(self.env)
+
+
+@register_teacher("ce-finetune")
+class FinetuneTeacher(BaseTeacher):
+    """Plain cross-entropy on the (noisy) training split, then fine-tuned on the clean validation
+    split for the last ``fraction`` of the teaching steps (``round(fraction * teaching_steps)``,
+    at least 1), same budget, lr and batch size; the env does the switch (task setting
+    ``finetune_fraction``). As with ``ce-val``, validation-based observation, reward and early
+    stopping during the fine-tuning phase see data the student trains on.
+    """
+
+    batched = True
+
+    def __init__(self, fraction: float = 0.2) -> None:
+        super().__init__()
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < float(fraction) < 1.0:
+            raise ValueError(f"ce-finetune: fraction={fraction!r}, expected a number in (0, 1)")
+        self.fraction = float(fraction)
+        self.env_kwargs = {"loss": "ce", "lookahead": "off", "finetune_fraction": self.fraction}
+
+    def act(self, obs: Any) -> np.ndarray:
+        return _zeros(self.env)
+
+    def state_dict(self) -> dict:
+        return {"fraction": self.fraction}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.fraction = float(state["fraction"])
+        self.env_kwargs = {"loss": "ce", "lookahead": "off", "finetune_fraction": self.fraction}
 
 
 @register_teacher("fixed")

@@ -64,7 +64,11 @@ class LossSettingTeacher(BaseTeacher):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = self.build(n_phi, num_classes)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        self.optimizer = self.make_optimizer(self.net.parameters())
+
+    def make_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        """The optimiser of the teacher's weights: Adam at ``self.lr`` unless a subclass says otherwise."""
+        return torch.optim.Adam(params, lr=self.lr)
 
     # ------------------------------------------------------------------ episode
     def reset(self, env) -> None:
@@ -111,10 +115,15 @@ class LossSettingTeacher(BaseTeacher):
         value = core.unrolled_val_loss(phi_leaf, steps=steps, measure=measure)
         (grad_phi,) = torch.autograd.grad(value, phi_leaf)
         self.optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward([phi], [grad_phi])
+        torch.autograd.backward([phi], [self.phi_gradient(phi_leaf.detach(), grad_phi)])
         self.optimizer.step()
         self.iterations += 1
         self.last_value = float(value.detach())
+        return grad_phi
+
+    def phi_gradient(self, phi: torch.Tensor, grad_phi: torch.Tensor) -> torch.Tensor:
+        """The gradient sent from phi into the network: ``d measure / d phi`` itself unless a subclass
+        adds terms of its own objective that depend on phi alone (e.g. a proximity penalty)."""
         return grad_phi
 
     # ------------------------------------------------------------------ state

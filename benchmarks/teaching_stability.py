@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from _common import print_table
-from l2t_bench.plots import _colours, _figure
+from l2t_bench.plots import colours, figure
 from l2t_bench.records import RUNS_FILE, read_runs
-from l2t_bench.stats import _groups, summarise
+from l2t_bench.stats import group_runs, summarise
 
 
 def stability_rows(records: list[dict], reference: str, floor: float) -> list[list]:
     """The printed table: one row per (task, teacher) of ``summarise`` plus min and seeds below floor."""
-    groups = _groups(records)
+    groups = group_runs(records)
     rows = []
     for r in summarise(records, reference):
         accs = [x["test_acc"] for x in groups[(r["task"], r["teacher"])] if x.get("test_acc") is not None]
@@ -41,11 +41,11 @@ def stability_rows(records: list[dict], reference: str, floor: float) -> list[li
 
 def plot_paired(records: list[dict], reference: str, path: Path) -> Path:
     """Per task: each teacher's per-seed test accuracy (y) against the reference's on that seed (x)."""
-    groups = _groups(records)
+    groups = group_runs(records)
     tasks = list(dict.fromkeys(t for t, _ in groups))
     teachers = [k for k in dict.fromkeys(k for _, k in groups) if k != reference]
-    colours = _colours(teachers)
-    fig, axes = _figure(len(tasks), width=5.5, height=4.8)
+    palette = colours(teachers)
+    fig, axes = figure(len(tasks), width=5.5, height=4.8)
     for ax, task in zip(axes, tasks):
         ref = {r["seed"]: r["test_acc"] for r in groups.get((task, reference), [])}
         seen: list[float] = []
@@ -55,7 +55,7 @@ def plot_paired(records: list[dict], reference: str, path: Path) -> Path:
             if pairs:
                 x, y = zip(*pairs)
                 seen += [*x, *y]
-                ax.scatter(x, y, s=18, color=colours[teacher], label=teacher, alpha=0.8)
+                ax.scatter(x, y, s=18, color=palette[teacher], label=teacher, alpha=0.8)
         lo = max(0.0, min(seen, default=0.0) - 0.02)  # zoom on the data: the diagonal is what matters
         ax.plot([lo, 1], [lo, 1], color="grey", lw=0.8, ls="--")
         ax.set_xlim(lo, 1)

@@ -22,7 +22,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 from scipy.stats import bootstrap, trim_mean
 
-from l2t_bench.stats import _groups, best_baselines
+from l2t_bench.stats import group_runs, best_baselines
 
 COLUMNS = {"final": "test_acc", "early": "test_acc_at_best_val"}
 
@@ -65,7 +65,7 @@ def _probability_of_improvement(*per_task: np.ndarray) -> float:
 
 def aggregate(records: Sequence[dict], *, resamples: int = 2000, seed: int = 0) -> list[dict]:
     """One row per method that ran on at least two tasks (besides each task's reference)."""
-    groups = {k: v for k, v in _groups(records).items() if not v[0].get("grid_of")}
+    groups = {k: v for k, v in group_runs(records).items() if not v[0].get("grid_of")}
     best = best_baselines(groups)
     methods = list(dict.fromkeys(teacher for _, teacher in groups))
     rows = []

@@ -8,15 +8,15 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from l2t_bench.stats import _groups
+from l2t_bench.stats import group_runs
 
 
-def _fmt(x: Any, digits: int = 4) -> str:
+def fmt(x: Any, digits: int = 4) -> str:
     return "—" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
 
 
-def _figure(n_panels: int, width: float = 6.0, height: float = 4.2) -> tuple[Any, list]:
-    """A figure with one panel per task, drawn with the Agg backend (no display, no pyplot state)."""
+def figure(n_panels: int, width: float = 6.0, height: float = 4.2) -> tuple[Any, list]:
+    """A figure with one panel per task (for the benchmark scripts too), drawn with the Agg backend (no display, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -26,7 +26,7 @@ def _figure(n_panels: int, width: float = 6.0, height: float = 4.2) -> tuple[Any
     return fig, list(axes)
 
 
-def _colours(teachers: Sequence[str]) -> dict[str, Any]:
+def colours(teachers: Sequence[str]) -> dict[str, Any]:
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"] if len(teachers) <= 10 else colormaps["tab20"]
@@ -47,7 +47,7 @@ def method_group(record: dict) -> str:
 
 def _rows_shown(records: Sequence[dict]) -> dict[tuple[str, str], list[dict]]:
     """Runs by (task, teacher) without hyper-parameter grid points (their tuned row stands for them)."""
-    return {k: v for k, v in _groups(records).items() if not v[0].get("grid_of")}
+    return {k: v for k, v in group_runs(records).items() if not v[0].get("grid_of")}
 
 
 def plot_val_curves(records: Sequence[dict], path: Union[str, Path], band: str = "iqr") -> Path:
@@ -71,7 +71,7 @@ def plot_val_curves(records: Sequence[dict], path: Union[str, Path], band: str =
         for col, panel in enumerate(panels):
             ax = axes[row][col]
             mine = [(teacher, runs) for (t, teacher), runs in groups.items() if t == task and method_group(runs[0]) == panel]
-            colours = _colours([teacher for teacher, _ in mine])
+            palette = colours([teacher for teacher, _ in mine])
             for teacher, runs in mine:
                 curves = [np.asarray([np.nan if v is None else v for v in r["curves"]["val_acc"]], dtype=float) for r in runs]
                 stack = np.full((len(curves), max(len(c) for c in curves)), np.nan)
@@ -87,8 +87,8 @@ def plot_val_curves(records: Sequence[dict], path: Union[str, Path], band: str =
                         q = (25, 75) if band == "iqr" else (0, 100)
                         lo, hi = np.nanpercentile(stack, q[0], axis=0), np.nanpercentile(stack, q[1], axis=0)
                 steps = np.arange(stack.shape[1])
-                ax.plot(steps, centre, color=colours[teacher], label=f"{teacher} (n={len(runs)})", lw=1.3)
-                ax.fill_between(steps, lo, hi, color=colours[teacher], alpha=0.12, lw=0)
+                ax.plot(steps, centre, color=palette[teacher], label=f"{teacher} (n={len(runs)})", lw=1.3)
+                ax.fill_between(steps, lo, hi, color=palette[teacher], alpha=0.12, lw=0)
             what = {"iqr": "median, interquartile band", "std": "mean ±1 std", "minmax": "median, min-max band"}[band]
             ax.set_title(f"{task}: {panel} ({what})", fontsize=9)
             ax.set_xlabel("teaching step")
@@ -109,8 +109,8 @@ def plot_test_acc(rows: Sequence[dict], path: Union[str, Path], records: Optiona
     rows = [r for r in rows if not r.get("grid_of")]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     n_rows = max([sum(r["task"] == t for r in rows) for t in tasks] or [1])
-    fig, axes = _figure(max(len(tasks), 1), width=5.5, height=max(3.0, 0.32 * n_rows + 1.2))
-    by_run = _groups(records or [])
+    fig, axes = figure(max(len(tasks), 1), width=5.5, height=max(3.0, 0.32 * n_rows + 1.2))
+    by_run = group_runs(records or [])
     colour = {"baselines": "tab:grey", "teachers": "tab:blue", "RL teachers": "tab:orange"}
     for ax, task in zip(axes, tasks):
         mine = [r for r in rows if r["task"] == task]

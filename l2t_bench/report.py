@@ -12,7 +12,7 @@ from rich.table import Table
 
 from l2t_bench.numerics import describe
 from l2t_bench.aggregate import aggregate, write_aggregate
-from l2t_bench.plots import _fmt, plot_test_acc, plot_val_curves
+from l2t_bench.plots import fmt, plot_test_acc, plot_val_curves
 from l2t_bench.selection import select_grid
 from l2t_bench.stats import summarise
 
@@ -42,11 +42,11 @@ def _display_rows(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
         mark = " *" if r["teacher"] in (r["reference"], r["reference_early"]) else ""
         body.append([
             r["task"], r["teacher"] + mark, str(r["n"]),
-            f"{_fmt(r['test_acc_mean'], 3)} ± {_fmt(r['test_acc_std'], 3)}",
-            f"[{_fmt(r['test_acc_ci_low'], 3)}, {_fmt(r['test_acc_ci_high'], 3)}]",
-            f"{_fmt(r['early_acc_mean'], 3)} ± {_fmt(r['early_acc_std'], 3)}",
+            f"{fmt(r['test_acc_mean'], 3)} ± {fmt(r['test_acc_std'], 3)}",
+            f"[{fmt(r['test_acc_ci_low'], 3)}, {fmt(r['test_acc_ci_high'], 3)}]",
+            f"{fmt(r['early_acc_mean'], 3)} ± {fmt(r['early_acc_std'], 3)}",
             _diff(r, "diff_vs_ref"), _diff(r, "diff_early_vs_ref"),
-            _fmt(r["best_val_step_mean"], 0), _fmt(r["wall_time_mean"], 1), str(r["diverged"]),
+            fmt(r["best_val_step_mean"], 0), fmt(r["wall_time_mean"], 1), str(r["diverged"]),
         ])
     return header, body
 

@@ -40,7 +40,7 @@ def paired_difference(a: dict, b: dict, *, resamples: int = 10_000, seed: int = 
     return {"n": len(seeds), "mean": float(diffs.mean()) if diffs.size else float("nan"), "ci_low": lo, "ci_high": hi}
 
 
-def _groups(records: Sequence[dict]) -> dict[tuple[str, str], list[dict]]:
+def group_runs(records: Sequence[dict]) -> dict[tuple[str, str], list[dict]]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         groups.setdefault((r["task"], r["teacher"]), []).append(r)
@@ -71,7 +71,7 @@ def summarise(records: Sequence[dict], reference: str = "best", *, resamples: in
     whole-validation step), and the paired differences of both to the reference on the same task
     and seeds: with ``reference="best"`` the best baseline of the task (for the final and for the
     early-stopped column separately, :func:`best_baselines`), else the teacher of that label."""
-    groups = _groups(records)
+    groups = group_runs(records)
     best = best_baselines(groups) if reference == "best" else {}
     rows = []
     for (task, teacher), runs in groups.items():

@@ -8,7 +8,7 @@ It keeps: the student's parameters and buffers (BatchNorm running statistics), p
 step, the split (pool rows of train and val, a noisy task's drawn training labels; the fixed
 validation subset is the first rows of val),
 the batches already drawn for the next step, the batch samplers' permutations, positions and
-generators, the augmentation generator, the env's ``np_random``, the statistics the observation
+generators (and the count of steps drawn, which decides when fine-tuning starts), the augmentation generator, the env's ``np_random``, the statistics the observation
 shows, the latest ``loss_grad`` and look-ahead (so a commit of the same phi reuses it, as it
 would have), and whether the episode is still running (it is not after a divergence or the end).
 
@@ -21,6 +21,7 @@ loading it into an env that differs raises and names both. The device may differ
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
@@ -28,7 +29,7 @@ import torch
 
 from l2t_env.data import BatchStream, Batches, EpochSampler, IndexStream, splits_from_indices
 from l2t_env.functional import FunctionalStudent, UnrollStats
-from l2t_env.tasks import build_student
+from l2t_env.tasks import TaskConfig, build_student
 
 if TYPE_CHECKING:  # pragma: no cover
     from l2t_env.env import L2TEnv
@@ -37,6 +38,10 @@ if TYPE_CHECKING:  # pragma: no cover
 FORMAT = "l2t-env-state/1"
 #: env settings that change the numbers of an episode (the device does not)
 SETTINGS = ("action_mode", "lookahead_steps", "action_scale", "reward_name", "reward_every", "divergence_penalty", "dtype")
+#: task fields at their defaults, for states saved before a field existed
+_TASK_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(TaskConfig) if f.default is not dataclasses.MISSING and f.name in ("val_size", "label_noise", "train_split", "finetune_fraction")
+}
 _STATS = ("train_loss", "train_acc", "loss_value", "grad_norm", "finite")
 
 
@@ -108,6 +113,8 @@ def env_state_dict(env: "L2TEnv") -> dict[str, Any]:
             "train": _sampler_state(stream.train_sampler),
             "val": _sampler_state(stream.val_sampler),
             "augment": stream.augment_generator.get_state(),
+            "finetune": None if stream.finetune_sampler is None else _sampler_state(stream.finetune_sampler),
+            "drawn": stream.drawn,
             "np_random": env.np_random.bit_generator.state,
             "np_random_seed": env._np_random_seed,
         },
@@ -122,10 +129,12 @@ def check_compatible(env: "L2TEnv", state: Any) -> None:
     check_identity(env, state["identity"], state["split"]["n_pool"])
 
 
-def check_identity(env: "L2TEnv", theirs: dict[str, Any], n_pool: int, what: str = "state") -> None:
+def check_identity(env: "L2TEnv", theirs: dict[str, Any], n_pool: int) -> None:
     """Raise, naming both sides, unless ``theirs`` (a state's :func:`identity`, saved on a pool of
     ``n_pool`` examples) is this env's task, loss family and settings."""
     mine = identity(env)
+    # a task field added since the state was saved holds its default there (it did not exist)
+    theirs = {**theirs, "task": {**_TASK_DEFAULTS, **theirs["task"]}}
     if (theirs["task"]["name"], theirs["loss"], theirs["n_phi"]) != (mine["task"]["name"], mine["loss"], mine["n_phi"]):
         raise ValueError(
             f"the state is of task {theirs['task']['name']!r} with loss family {theirs['loss']!r} ({theirs['n_phi']} loss "
@@ -177,10 +186,14 @@ def prepare_env_state(env: "L2TEnv", state: dict[str, Any]) -> Callable[[], None
     phi = put(state["phi"])
     if tuple(phi.shape) != (env.n_phi,):
         raise ValueError(f"the state's phi has shape {tuple(phi.shape)}, expected ({env.n_phi},)")
-    stream = BatchStream(splits, cfg.batch_size, cfg.unroll_steps, cfg.val_batch_size, 0, env.augment)
+    stream = BatchStream(splits, cfg.batch_size, cfg.unroll_steps, cfg.val_batch_size, 0, env.augment, cfg.finetune_start)
     rng = state["rng"]
     _restore_sampler(stream.train_sampler, rng["train"], "training batch")
     _restore_sampler(stream.val_sampler, rng["val"], "validation batch")
+    if stream.finetune_sampler is not None:
+        _restore_sampler(stream.finetune_sampler, rng["finetune"], "fine-tuning batch")
+    stream.drawn = int(rng.get("drawn", int(state["episode"]["t"]) + 1))
+    stream.from_val = cfg.finetune_start is not None and stream.drawn - 1 >= cfg.finetune_start
     stream.augment_generator.set_state(rng["augment"])
     np_state = rng["np_random"]
     np_random = np.random.Generator(getattr(np.random, np_state["bit_generator"])())
@@ -262,7 +275,14 @@ def vector_state_dict(venv: "L2TVectorEnv") -> dict[str, Any]:
                 "np_random": [_np_rng_state(rng) for rng in core.rngs],
                 "seeds": [int(s) for s in core.seed_values],
                 "streams": [
-                    {"train": _sampler_state(s.train_sampler), "val": _sampler_state(s.val_sampler), "augment": s.augment_generator.get_state()}
+                    {
+                        "train": _sampler_state(s.train_sampler),
+                        "val": _sampler_state(s.val_sampler),
+                        "augment": s.augment_generator.get_state(),
+                        "finetune": None if s.finetune_sampler is None else _sampler_state(s.finetune_sampler),
+                        "drawn": s.drawn,
+                        "from_val": s.from_val,
+                    }
                     for s in core.streams  # type: ignore[union-attr]
                 ],
             },
@@ -339,10 +359,15 @@ def load_vector_state_dict(venv: "L2TVectorEnv", state: Any) -> None:
         rngs = [_np_rng(s) for s in rng["np_random"]]
         streams = []
         for s in rng["streams"]:
-            stream = IndexStream(core.n_train, core.n_val, cfg.batch_size, cfg.unroll_steps, cfg.val_batch_size, 0, torch.device("cpu"))
+            stream = IndexStream(
+                core.n_train, core.n_val, cfg.batch_size, cfg.unroll_steps, cfg.val_batch_size, 0, torch.device("cpu"), cfg.finetune_start
+            )
             _restore_sampler(stream.train_sampler, s["train"], "training batch")
             _restore_sampler(stream.val_sampler, s["val"], "validation batch")
+            if stream.finetune_sampler is not None:
+                _restore_sampler(stream.finetune_sampler, s["finetune"], "fine-tuning batch")
             stream.augment_generator.set_state(s["augment"])
+            stream.drawn, stream.from_val = int(s["drawn"]), bool(s["from_val"])
             streams.append(stream)
         u = body["unroll"]
         unroll = None

@@ -15,27 +15,18 @@ from gymnasium import spaces
 from l2t_env import checkpoint
 from l2t_env.data import BatchStream, Batches, check_batch_sizes, split_data
 from l2t_env.functional import FunctionalStudent, MeasureFn, UnrollStats, checkpointed_val_loss, evaluate, sgd_unroll, summarise
+from l2t_env import rules
 from l2t_env.losses import LossFamily, make_loss_family
+from l2t_env.rules import (  # noqa: F401  (public names of this module since v0)
+    ACTION_MODES,
+    MONITOR_KEYS,
+    MONITOR_SPLITS,
+    REWARDS,
+    STUDENT_FEATURES,
+    VECTOR_BOUND,
+)
 from l2t_env.tasks import AUGMENTATIONS, RawData, TaskConfig, build_student, check_student, load_raw_data, load_task, resolve
 
-STUDENT_FEATURES = (
-    "progress",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "loss_value",
-    "grad_norm",
-    "lr",
-)
-_STUDENT_LOW = np.array([0.0, 0.0, 0.0, 0.0, 0.0, -1e6, 0.0, 0.0], dtype=np.float32)
-_STUDENT_HIGH = np.array([1.0, 1e6, 1.0, 1e6, 1.0, 1e6, 1e6, 1e6], dtype=np.float32)
-VECTOR_BOUND = 1e6
-REWARDS = ("val_loss_decrease", "val_acc_increase", "neg_val_loss")
-ACTION_MODES = ("full", "layer", "global", "set")
-#: what ``info["monitor"]`` holds (``monitor_every``): the whole validation and test splits
-MONITOR_SPLITS = ("val", "test")
-MONITOR_KEYS = ("val_loss", "val_acc", "test_loss", "test_acc")
 _RAW_CACHE: dict[tuple, RawData] = {}
 
 
@@ -84,36 +75,6 @@ class _Unroll:
     buffers: list[torch.Tensor]
     stats: UnrollStats
 
-
-
-def as_action_tensor(action: Any, shape: tuple, device: torch.device, dtype: torch.dtype, noun: str, meaning: str) -> torch.Tensor:
-    """An action (tensor or array) as a float tensor on the env's device, after checking shape and dtype.
-
-    ``noun`` starts the messages ("action has", "actions have"); ``meaning`` says what the shape is.
-    Shared by the single and the vector env, so both reject bad input with the same words.
-    """
-    if isinstance(action, torch.Tensor):
-        if tuple(action.shape) != shape:
-            raise ValueError(f"{noun} shape {tuple(action.shape)}, expected {shape} ({meaning})")
-        if not action.is_floating_point():
-            raise TypeError(f"{noun} dtype {action.dtype}, expected a float tensor of shape {shape}")
-        return action.detach().to(device=device, dtype=dtype)
-    arr = np.asarray(action)
-    if arr.shape != shape:
-        raise ValueError(f"{noun} shape {arr.shape}, expected {shape} ({meaning})")
-    if arr.dtype.kind != "f":
-        raise TypeError(f"{noun} dtype {arr.dtype}, expected float32 of shape {shape}")
-    return torch.as_tensor(arr).to(device=device, dtype=dtype)
-
-
-def checked_phi(phi: Any, shape: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Loss parameters given to ``commit_phi``: a finite tensor of ``shape``, detached onto the env's device."""
-    if not isinstance(phi, torch.Tensor) or tuple(phi.shape) != shape:
-        raise ValueError(f"phi must be a tensor of shape {shape}, got {getattr(phi, 'shape', type(phi))}")
-    phi = phi.detach().to(device=device, dtype=dtype)
-    if not bool(torch.isfinite(phi).all()):
-        raise ValueError("phi holds non-finite values; env state unchanged")
-    return phi
 
 
 class L2TEnv(gym.Env):
@@ -244,7 +205,8 @@ class L2TEnv(gym.Env):
     | `**task_overrides`   |                        |                       | any `TaskConfig` field, e.g. `lr=0.05, teaching_steps=50`|
 
     The task is checked when the env is made, before any training: ``batch_size`` larger than the
-    training split raises, naming the split's size; ``val_batch_size`` and ``reward_val_size``
+    training split (or than the validation split, when ``train_split="val"`` or ``finetune_fraction``
+    trains on it) raises, naming the split's size; ``val_batch_size`` and ``reward_val_size``
     larger than the validation split are clipped to it (all of the split is used). The student gets
     a dry forward on two examples: it must accept the data's example shape and return one logit
     per class; user data must be finite with labels in ``0..num_classes-1``. Each failure raises a
@@ -277,6 +239,12 @@ class L2TEnv(gym.Env):
     that episode in this or a freshly made env of the same task, loss family and settings: on CPU
     the rest of the episode is bit-identical to the uninterrupted run. ``observation()`` returns the
     current observation. A state of another task or loss family raises, naming both.
+
+    ## Where the rules live
+
+    The rules above (spaces and bounds, action modes and checks, evaluation and monitor cadence,
+    reward, divergence, ``info``) are written once in :mod:`l2t_env.rules`, over a batch axis, and
+    used by this env (a batch of one) and by the vector env below alike.
 
     ## Vectorized environment
 
@@ -338,8 +306,7 @@ class L2TEnv(gym.Env):
     ) -> None:
         super().__init__()
         self.config = load_task(task, **task_overrides)
-        if reward not in REWARDS:
-            raise ValueError(f"unknown reward {reward!r}; valid: {list(REWARDS)}")
+        rules.check_reward(reward)
         if observation_mode not in ("dict", "flat"):
             raise ValueError(f"observation_mode={observation_mode!r}, expected 'dict' or 'flat'")
         if not (np.isfinite(action_scale) and action_scale > 0):
@@ -376,10 +343,9 @@ class L2TEnv(gym.Env):
         self.augment = resolve(AUGMENTATIONS[self.config.augment]) if self.config.augment else None
 
         self.groups = self.loss_family.layer_slices()
-        n_action = {"full": self.n_phi, "layer": len(self.groups), "global": 1 if self.n_phi else 0, "set": self.n_phi}[action_mode]
-        bound = VECTOR_BOUND if action_mode == "set" else 1.0
-        self.action_space = spaces.Box(-bound, bound, (n_action,), np.float32)
-        obs_spaces = {"student": spaces.Box(_STUDENT_LOW, _STUDENT_HIGH, dtype=np.float32)}
+        bound = rules.action_bound(action_mode)
+        self.action_space = spaces.Box(-bound, bound, (rules.action_size(action_mode, self.n_phi, self.groups),), np.float32)
+        obs_spaces = {"student": spaces.Box(rules.STUDENT_LOW, rules.STUDENT_HIGH, dtype=np.float32)}
         if self.lookahead_steps:
             obs_spaces["loss_grad"] = spaces.Box(-VECTOR_BOUND, VECTOR_BOUND, (self.n_phi,), np.float32)
         obs_spaces["loss_params"] = spaces.Box(-VECTOR_BOUND, VECTOR_BOUND, (self.n_phi,), np.float32)
@@ -435,14 +401,16 @@ class L2TEnv(gym.Env):
         seeds = self.np_random.integers(0, 2**62, size=4).tolist()
         split_seed, student_seed, phi_seed, stream_seed = seeds
         cfg = self.config
-        self.splits = split_data(self.raw, cfg.val_fraction, split_seed, self.device, self.dtype)
+        self.splits = split_data(
+            self.raw, cfg.val_fraction, split_seed, self.device, self.dtype, val_size=cfg.val_size, label_noise=cfg.label_noise
+        )
         module = build_student(cfg, self.raw.input_shape, self.raw.num_classes, student_seed)
         self.student = FunctionalStudent(module.to(device=self.device, dtype=self.dtype))
         self.params, self.buffers = self.student.own_state()
         self.student.module.train(True)
         self._phi = self.loss_family.init_params(phi_seed, self.device, self.dtype)
         self.stream = BatchStream(
-            self.splits, cfg.batch_size, cfg.unroll_steps, cfg.val_batch_size, stream_seed, self.augment
+            self.splits, cfg.batch_size, cfg.unroll_steps, cfg.val_batch_size, stream_seed, self.augment, cfg.finetune_start
         )
         n_fixed = cfg.reward_val_size or len(self.splits.x_val)
         self._x_fixed, self._y_fixed = self.splits.x_val[:n_fixed], self.splits.y_val[:n_fixed]
@@ -491,33 +459,24 @@ class L2TEnv(gym.Env):
         """
         self._require_reset()
         action = action.to(device=self.device, dtype=self.dtype)
-        if self.action_mode == "set":
-            return action
-        if self.action_mode != "full":
-            direction = self.gradient_direction()
-            scales = action.expand(len(self.groups)) if self.action_mode == "global" else action
-            action = torch.cat([scales[i] * direction[s] for i, (_, s) in enumerate(self.groups)])
-        return self._phi - self.action_scale * action
+        direction = lambda: self.gradient_direction()[None]  # noqa: E731
+        return rules.phi_after(self._phi[None], action[None], self.action_mode, self.action_scale, self.groups, direction)[0]
 
     @property
     def loss_grad(self) -> torch.Tensor:
-        """The latest stage-1 hypergradient, the ``loss_grad`` observation before clipping (on device)."""
-        self._require_reset()
+        """The latest stage-1 hypergradient, the ``loss_grad`` observation before clipping (on device);
+        after the last step of an episode, zeros (as the final observation's)."""
         if not self.lookahead_steps:
             raise RuntimeError("loss_grad needs a look-ahead; this env was made with lookahead='off'")
+        if not hasattr(self, "_loss_grad"):
+            raise RuntimeError("call reset() first: there is no loss state before an episode starts")
         return self._loss_grad
 
     def gradient_direction(self) -> torch.Tensor:
         """The low-dimensional modes' step direction: per group, ``loss_grad / rms(loss_grad)``
         clipped to [-1, 1], so a scale of +1 moves phi down the hypergradient by up to
         ``action_scale`` per coordinate, whatever the gradient's raw magnitude."""
-        g = self._loss_grad
-        parts = []
-        for _, s in self.groups:
-            part = g[s]
-            rms = part.square().mean().sqrt()
-            parts.append((part / (rms + 1e-12)).clamp(-1.0, 1.0))
-        return torch.cat(parts)
+        return rules.gradient_direction(self._loss_grad[None], self.groups)[0]
 
     def unrolled_val_loss(
         self, phi: torch.Tensor, steps: Optional[int] = None, measure: Optional[MeasureFn] = None
@@ -595,35 +554,18 @@ class L2TEnv(gym.Env):
         return grad
 
     # ------------------------------------------------------------------ stepping
-    def _validate_action(self, action: Any) -> torch.Tensor:
-        a = as_action_tensor(action, self.action_space.shape, self.device, self.dtype, "action has", self._action_meaning())
-        if a.numel():
-            bad = ~torch.isfinite(a)
-            if bool(bad.any()):
-                raise ValueError(f"action holds {int(bad.sum())} non-finite value(s) (NaN or inf); env state unchanged")
-            lo, hi = float(a.min()), float(a.max())
-            bound = float(self.action_space.high.flat[0])
-            if lo < -bound or hi > bound:
-                raise ValueError(f"action values span [{lo:.4g}, {hi:.4g}], expected within [{-bound:g}, {bound:g}]; env state unchanged")
-        return a
-
-    def _action_meaning(self) -> str:
-        return {
-            "full": "one entry per loss parameter",
-            "layer": f"one scale per loss-parameter group {[name for name, _ in self.groups]}",
-            "global": "one global scale",
-            "set": "the new loss parameters phi",
-        }[self.action_mode]
-
     def step(self, action: Any):
         self._require_reset()
-        a = self._validate_action(action)
+        meaning = rules.action_meaning(self.action_mode, self.groups)
+        a = rules.as_action_tensor(action, self.action_space.shape, self.device, self.dtype, "action has", meaning)
+        rules.check_action_values(a, rules.action_bound(self.action_mode), batched=False)
         return self._advance(self.phi_after(a).detach())
 
     def commit_phi(self, phi: torch.Tensor):
         """A step that sets phi directly (for gradient-based teachers); returns ``step``'s 5-tuple."""
+        phi = rules.checked_phi(phi, (self.n_phi,), self.device, self.dtype)
         self._require_reset()
-        return self._advance(checked_phi(phi, (self.n_phi,), self.device, self.dtype))
+        return self._advance(phi)
 
     def _advance(self, phi: torch.Tensor):
         cfg = self.config
@@ -649,56 +591,36 @@ class L2TEnv(gym.Env):
         self._phi = phi
         self.t += 1
         self.student_steps += cfg.unroll_steps
-        evaluated = self.t % self.reward_every == 0 or self.t >= cfg.teaching_steps
+        t = np.array([self.t])
+        was_evaluated = rules.evaluated(t, self.reward_every, cfg.teaching_steps)
         values = [stats.train_loss, stats.train_acc, stats.loss_value, stats.grad_norm, stats.finite.to(stats.train_loss.dtype)]
-        if evaluated:
+        if was_evaluated[0]:
             val = evaluate(self.student, self.params, self.buffers, self._x_fixed, self._y_fixed)
             values += [v.to(stats.train_loss.dtype) for v in val]
-        train_loss, train_acc, loss_value, grad_norm, finite, *val_values = torch.stack(values).tolist()  # one sync
-        diverged = not finite or (evaluated and not np.isfinite(val_values[0]))
-        prev_loss, prev_acc = self.val_loss, self.val_acc
-        if evaluated:
+        numbers = torch.stack(values).tolist()  # one sync
+        last, finite, val_values = numbers[:4], numbers[4], numbers[5:]
+        prev = np.array([[self.val_loss, self.val_acc]])
+        if was_evaluated[0]:
             self.val_loss, self.val_acc = val_values
-        val_loss, val_acc = self.val_loss, self.val_acc
-        self._last = {"train_loss": train_loss, "train_acc": train_acc, "loss_value": loss_value, "grad_norm": grad_norm}
-        if diverged:
-            reward = self.divergence_penalty
-        elif not evaluated:
-            reward = 0.0
-        elif self.reward_name == "val_loss_decrease":
-            reward = prev_loss - val_loss
-        elif self.reward_name == "val_acc_increase":
-            reward = val_acc - prev_acc
-        else:
-            reward = -val_loss
-        terminated = diverged
-        truncated = not diverged and self.t >= cfg.teaching_steps
-        info: dict[str, Any] = {
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "loss_value": loss_value,
-            "grad_norm": grad_norm,
-            "teaching_step": self.t,
-            "student_steps": self.student_steps,
-            "diverged": diverged,
-            "evaluated": evaluated,
-            "reused_unroll": reused,
-        }
-        if terminated or truncated:
-            info["final"] = self.final_metrics()
-            info["test_loss"], info["test_acc"] = info["final"]["test_loss"], info["final"]["test_acc"]
-        if self.monitor_every and (terminated or truncated or self.t % self.monitor_every == 0):
-            final = info.get("final") or self.final_metrics(MONITOR_SPLITS)
-            info["monitor"] = {key: final[key] for key in MONITOR_KEYS}
-        if terminated or truncated:
+        self._last = dict(zip(rules.LAST_KEYS, last))
+        val_now = np.array([[self.val_loss, self.val_acc]])
+        reward, terminated, truncated, diverged = rules.outcome(
+            self.reward_name, self.divergence_penalty, prev, val_now, was_evaluated, np.array([bool(finite)]), t, cfg.teaching_steps
+        )
+        step = rules.step_info(val_now, np.array([last]), t, np.array([self.student_steps]), diverged, was_evaluated, np.array([reused]))
+        info: dict[str, Any] = {key: value[0].item() for key, value in step.items()}
+        done = bool(terminated[0] or truncated[0])
+        if done:
+            info.update(rules.end_info(self.final_metrics()))
+        if rules.monitored(t, self.monitor_every, np.array([done]))[0]:
+            info.update(rules.monitor_info(info.get("final") or self.final_metrics(MONITOR_SPLITS)))
+        if done:
             self._ready = False
             obs = self._observation(final=True)
         else:
             self._next = self.stream.next()
             obs = self._observation()
-        return obs, float(reward), terminated, truncated, info
+        return obs, float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
 
     def final_metrics(self, splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, float]:
         """Loss and accuracy of the current student on the whole ``splits`` (train, val and test)."""
@@ -735,30 +657,13 @@ class L2TEnv(gym.Env):
         state: the saved run's), with no computation."""
         if not hasattr(self, "_last"):
             raise RuntimeError("call reset() first: there is no observation before an episode starts")
-        last = self._last
-        student = np.array(
-            [
-                self.t / self.config.teaching_steps,
-                last["train_loss"],
-                last["train_acc"],
-                self.val_loss,
-                self.val_acc,
-                last["loss_value"],
-                last["grad_norm"],
-                self.config.lr,
-            ],
-            dtype=np.float64,
-        )
-        student = np.clip(np.nan_to_num(student, nan=1e6, posinf=1e6, neginf=-1e6), _STUDENT_LOW, _STUDENT_HIGH)
-        obs = {"student": student.astype(np.float32)}
+        last = np.array([[self._last[key] for key in rules.LAST_KEYS]])
+        val = np.array([[self.val_loss, self.val_acc]])
+        student = rules.student_observation(np.array([self.t]), self.config.teaching_steps, last, val, self.config.lr)[0]
+        obs = {"student": student}
         if self.lookahead_steps:
-            obs["loss_grad"] = self._to_box(self._loss_grad)
-        obs["loss_params"] = self._to_box(self._phi)
+            obs["loss_grad"] = rules.to_box(self._loss_grad)
+        obs["loss_params"] = rules.to_box(self._phi)
         if self.observation_mode == "flat":
             return spaces.flatten(self.dict_observation_space, obs)
         return obs
-
-    @staticmethod
-    def _to_box(t: torch.Tensor) -> np.ndarray:
-        t = torch.nan_to_num(t.detach(), nan=0.0, posinf=VECTOR_BOUND, neginf=-VECTOR_BOUND).clamp(-VECTOR_BOUND, VECTOR_BOUND)
-        return t.to("cpu", torch.float32).numpy()

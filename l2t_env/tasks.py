@@ -72,7 +72,8 @@ class RawData:
     is fixed by the data set and is only ever reported. Inputs are already normalised.
     ``train_label_noise`` = p replaces each *training* label, after the split, with probability p
     by a class drawn uniformly from all C classes (possibly its own), drawn from the split seed;
-    validation and test labels stay clean.
+    validation and test labels stay clean. (A task's ``label_noise`` setting is the general form,
+    for any data set and with pair noise too; a task may use only one of the two.)
     """
 
     x_pool: torch.Tensor
@@ -175,6 +176,17 @@ class TaskConfig:
     reward_val_size: int = 0
     #: fraction of the pool held out as validation, re-drawn from the episode seed
     val_fraction: float = 0.2
+    #: number of pool examples held out as validation; when set it overrides ``val_fraction``
+    val_size: Union[int, None] = None
+    #: training-label noise drawn per seed after the split, ``{rate: r, kind: symmetric | pair}``
+    #: (see :func:`l2t_env.data.noisy_labels` for each kind's rate); validation and test stay clean
+    label_noise: Union[dict, None] = None
+    #: where the student's training batches come from: the (noisy) ``"train"`` split or the clean
+    #: ``"val"`` split (a baseline trained on the validation data alone)
+    train_split: str = "train"
+    #: the last ``round(finetune_fraction * teaching_steps)`` teaching steps (at least 1 when > 0)
+    #: draw their training batches from the validation split: train, then fine-tune on clean data
+    finetune_fraction: float = 0.0
     #: a key of ``AUGMENTATIONS`` or None
     augment: Union[str, None] = None
     #: where vision data sets are read from, and whether torchvision may download them there
@@ -193,6 +205,21 @@ class TaskConfig:
             raise ValueError(f"task {self.name!r}: lr={self.lr!r}, expected a finite number > 0")
         if not 0.0 < float(self.val_fraction) < 1.0:
             raise ValueError(f"task {self.name!r}: val_fraction={self.val_fraction!r}, expected a number in (0, 1)")
+        if self.val_size is not None and (
+            not isinstance(self.val_size, (int, np.integer)) or isinstance(self.val_size, bool) or self.val_size < 1
+        ):
+            raise ValueError(f"task {self.name!r}: val_size={self.val_size!r}, expected None or an integer >= 1")
+        self.label_noise = check_label_noise(self.label_noise, f"task {self.name!r}")
+        if self.train_split not in TRAIN_SPLITS:
+            raise ValueError(f"task {self.name!r}: train_split={self.train_split!r}, expected one of {list(TRAIN_SPLITS)}")
+        f = self.finetune_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= float(f) < 1.0:
+            raise ValueError(f"task {self.name!r}: finetune_fraction={f!r}, expected a number in [0, 1)")
+        if f > 0 and self.train_split != "train":
+            raise ValueError(
+                f"task {self.name!r}: finetune_fraction={f!r} with train_split={self.train_split!r}; "
+                "fine-tuning on the validation split follows training on train_split='train'"
+            )
         if isinstance(self.dataset, str) and self.dataset not in DATASETS:
             raise ValueError(f"task {self.name!r}: unknown dataset {self.dataset!r}; valid: {sorted(DATASETS)}")
         if isinstance(self.student, str) and self.student not in STUDENTS:
@@ -201,6 +228,18 @@ class TaskConfig:
             raise ValueError(
                 f"task {self.name!r}: unknown augment {self.augment!r}; valid: {sorted(AUGMENTATIONS)} or None"
             )
+
+    @property
+    def finetune_start(self) -> Union[int, None]:
+        """The first teaching step (0-based) whose training batches come from the validation split.
+
+        0 with ``train_split="val"``, ``None`` when every batch comes from the training split.
+        """
+        if self.train_split == "val":
+            return 0
+        if self.finetune_fraction <= 0:
+            return None
+        return self.teaching_steps - max(1, int(round(self.finetune_fraction * self.teaching_steps)))
 
     def replace(self, **overrides: Any) -> "TaskConfig":
         """A copy with some fields changed; unknown keys raise with the list of valid ones."""
@@ -218,6 +257,28 @@ class TaskConfig:
                 value = f"<{type(value).__name__}>" if isinstance(value, nn.Module) else repr(value)
             out[f.name] = copy.deepcopy(value)
         return out
+
+
+TRAIN_SPLITS = ("train", "val")
+NOISE_KINDS = ("symmetric", "pair")
+
+
+def check_label_noise(noise: Any, where: str) -> Union[dict, None]:
+    """``label_noise`` checked and completed: None, or ``{"rate": float in [0, 1], "kind": ...}``
+    (``kind`` defaults to ``"symmetric"``)."""
+    if noise is None:
+        return None
+    if not isinstance(noise, dict) or set(noise) - {"rate", "kind"} or "rate" not in noise:
+        raise ValueError(
+            f"{where}: label_noise={noise!r}, expected None or a mapping "
+            f"{{rate: a number in [0, 1], kind: one of {list(NOISE_KINDS)}}}"
+        )
+    rate, kind = noise["rate"], noise.get("kind", "symmetric")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) <= 1.0:
+        raise ValueError(f"{where}: label_noise rate={rate!r}, expected a number in [0, 1]")
+    if kind not in NOISE_KINDS:
+        raise ValueError(f"{where}: label_noise kind={kind!r}, expected one of {list(NOISE_KINDS)}")
+    return {"rate": float(rate), "kind": str(kind)}
 
 
 TASK_KEYS = tuple(f.name for f in dataclasses.fields(TaskConfig))

@@ -23,9 +23,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch.func import vmap
 
-from l2t_env import checkpoint
+from l2t_env import checkpoint, rules
 from l2t_env.data import IndexStream, split_indices, split_sizes
-from l2t_env.env import _STUDENT_HIGH, _STUDENT_LOW, MONITOR_KEYS, MONITOR_SPLITS, VECTOR_BOUND, L2TEnv, as_action_tensor, checked_phi
+from l2t_env.env import L2TEnv
 from l2t_env.functional import (
     BatchedStudent,
     UnrollStats,
@@ -149,7 +149,7 @@ class L2TVectorEnv(VectorEnv):
     def commit_phi(self, phi: torch.Tensor):
         """A step that sets each sub-env's phi directly (``[N, n_phi]``); returns ``step``'s 5-tuple."""
         self._require_reset()
-        return self._advance(checked_phi(phi, (self.num_envs, self.n_phi), self.device, self.dtype))
+        return self._advance(rules.checked_phi(phi, (self.num_envs, self.n_phi), self.device, self.dtype))
 
     def _advance(self, phi: torch.Tensor):
         stepped = ~self._autoreset
@@ -215,25 +215,13 @@ class L2TVectorEnv(VectorEnv):
 
     def gradient_direction(self) -> torch.Tensor:
         """Per sub-env and group ``loss_grad / rms(loss_grad)`` clipped to [-1, 1] (see ``L2TEnv``)."""
-        g = self.loss_grad
-        parts = []
-        for _, s in self.groups:
-            part = g[:, s]
-            rms = part.square().mean(1, keepdim=True).sqrt()
-            parts.append((part / (rms + 1e-12)).clamp(-1.0, 1.0))
-        return torch.cat(parts, 1)
+        return rules.gradient_direction(self.loss_grad, self.groups)
 
     def phi_after(self, action: torch.Tensor) -> torch.Tensor:
         """``phi - action_scale * action`` per sub-env, as :meth:`step` computes it (keeps the graph)."""
         self._require_reset()
         action = action.to(device=self.device, dtype=self.dtype)
-        if self.action_mode == "set":
-            return action
-        if self.action_mode != "full":
-            direction = self.gradient_direction()
-            scales = action.expand(-1, len(self.groups)) if self.action_mode == "global" else action
-            action = torch.cat([scales[:, i : i + 1] * direction[:, s] for i, (_, s) in enumerate(self.groups)], 1)
-        return self._core.phi - self.action_scale * action
+        return rules.phi_after(self._core.phi, action, self.action_mode, self.action_scale, self.groups, self.gradient_direction)
 
     def unrolled_val_loss(self, phi: torch.Tensor, steps: Optional[int] = None) -> torch.Tensor:
         """Per sub-env validation CE (``[N]``, with graph to ``phi``) after a differentiable unroll of
@@ -252,16 +240,8 @@ class L2TVectorEnv(VectorEnv):
             raise RuntimeError("call reset() before step()")
 
     def _validate_actions(self, actions: Any) -> torch.Tensor:
-        a = as_action_tensor(actions, self.action_space.shape, self.device, self.dtype, "actions have", "one row per sub-env")
-        if a.numel():
-            bad = ~torch.isfinite(a)
-            if bool(bad.any()):
-                rows = sorted(set(torch.nonzero(bad)[:, 0].tolist()))
-                raise ValueError(f"actions hold non-finite values in sub-env(s) {rows}; env state unchanged")
-            lo, hi = float(a.min()), float(a.max())
-            low, high = float(self.single_action_space.low.min()), float(self.single_action_space.high.max())
-            if lo < low or hi > high:
-                raise ValueError(f"action values span [{lo:.4g}, {hi:.4g}], expected within [{low:.4g}, {high:.4g}]; env state unchanged")
+        a = rules.as_action_tensor(actions, self.action_space.shape, self.device, self.dtype, "actions have", "one row per sub-env")
+        rules.check_action_values(a, rules.action_bound(self.action_mode), batched=True)
         return a
 
 
@@ -316,21 +296,6 @@ def _merge_infos(a: dict, b: dict) -> dict:
     return out
 
 
-def _student_vector(t: np.ndarray, steps: int, last: np.ndarray, val: np.ndarray, lr: float) -> np.ndarray:
-    """The ``student`` observation of every sub-env (clipped as the single env clips it)."""
-    n = len(t)
-    student = np.stack(
-        [t / steps, last[:, 0], last[:, 1], val[:, 0], val[:, 1], last[:, 2], last[:, 3], np.full(n, lr)], axis=1
-    )
-    student = np.clip(np.nan_to_num(student, nan=1e6, posinf=1e6, neginf=-1e6), _STUDENT_LOW, _STUDENT_HIGH)
-    return student.astype(np.float32)
-
-
-def _to_box(t: torch.Tensor) -> np.ndarray:
-    t = torch.nan_to_num(t.detach(), nan=0.0, posinf=VECTOR_BOUND, neginf=-VECTOR_BOUND).clamp(-VECTOR_BOUND, VECTOR_BOUND)
-    return t.to("cpu", torch.float32).numpy()
-
-
 class _LoopCore:
     """``batching="loop"``: N single envs stepped one after another (any module, every option)."""
 
@@ -341,11 +306,11 @@ class _LoopCore:
 
     @property
     def phi(self) -> torch.Tensor:
-        return torch.stack([env._phi for env in self.envs])
+        return torch.stack([env.phi for env in self.envs])
 
     @property
     def loss_grad(self) -> torch.Tensor:
-        return torch.stack([env._loss_grad for env in self.envs])
+        return torch.stack([env.loss_grad for env in self.envs])
 
     def seeds(self) -> tuple[int, ...]:
         return tuple(int(env.np_random_seed) for env in self.envs)
@@ -367,7 +332,7 @@ class _LoopCore:
         truncated = np.zeros(n, dtype=bool)
         info: dict = {}
         for i in rows:
-            self._obs[i], reward[i], terminated[i], truncated[i], env_info = self.envs[i]._advance(phi[i])
+            self._obs[i], reward[i], terminated[i], truncated[i], env_info = self.envs[i].commit_phi(phi[i])
             info = self.owner._add_info(info, env_info, int(i))
         return reward, terminated, truncated, info
 
@@ -401,7 +366,7 @@ class _VmapCore:
         self.y_pool = raw.y_pool.to(device=self.device, dtype=torch.long)
         self.x_test = raw.x_test.to(device=self.device, dtype=self.dtype)
         self.y_test = raw.y_test.to(device=self.device, dtype=torch.long)
-        self.n_train, self.n_val = split_sizes(len(raw.x_pool), cfg.val_fraction)
+        self.n_train, self.n_val = split_sizes(len(raw.x_pool), cfg.val_fraction, cfg.val_size)
         self.n_fixed = min(cfg.reward_val_size or self.n_val, self.n_val)
         self.train_map = torch.zeros(n, self.n_train, dtype=torch.long, device=self.device)
         self.val_map = torch.zeros(n, self.n_val, dtype=torch.long, device=self.device)
@@ -443,7 +408,7 @@ class _VmapCore:
             if seed is not None or self.streams[i] is None:
                 self.rngs[i], self.seed_values[i] = seeding.np_random(seed)
             split_seed, student_seed, phi_seed, stream_seed = self.rngs[i].integers(0, 2**62, size=4).tolist()
-            train_idx, val_idx, y_train = split_indices(raw, cfg.val_fraction, split_seed)
+            train_idx, val_idx, y_train = split_indices(raw, cfg.val_fraction, split_seed, val_size=cfg.val_size, label_noise=cfg.label_noise)
             self.train_map[i] = train_idx.to(self.device)
             self.y_train[i] = y_train.to(self.device)
             self.val_map[i] = val_idx.to(self.device)
@@ -452,7 +417,9 @@ class _VmapCore:
                 for own, new in zip(self.params + self.buffers, [*module.parameters(), *module.buffers()]):
                     own[i] = new.to(device=self.device, dtype=own.dtype)
                 self.phi[i] = self.env.loss_family.init_params(phi_seed, self.device, self.dtype)
-            self.streams[i] = IndexStream(self.n_train, self.n_val, cfg.batch_size, cfg.unroll_steps, cfg.val_batch_size, stream_seed, torch.device("cpu"))
+            self.streams[i] = IndexStream(
+                self.n_train, self.n_val, cfg.batch_size, cfg.unroll_steps, cfg.val_batch_size, stream_seed, torch.device("cpu"), cfg.finetune_start
+            )
             self.t[i] = 0
             self.student_steps[i] = 0
         rows_t = torch.as_tensor(rows, device=self.device)
@@ -475,15 +442,15 @@ class _VmapCore:
         self.val[rows] = values[:, 4:]
         info = _rows_info(self.n, rows, {"val_loss": self.val[:, 0].copy(), "val_acc": self.val[:, 1].copy(), "diverged": np.zeros(self.n, dtype=bool)})
         if self.env.monitor_every:
-            info = _merge_infos(info, self._monitor_info(rows, self.final_metrics(rows, MONITOR_SPLITS)))
+            info = _merge_infos(info, self._monitor_info(rows, self.final_metrics(rows, rules.MONITOR_SPLITS)))
         return info
 
     def _monitor_info(self, rows: np.ndarray, metrics: dict[str, np.ndarray]) -> dict:
         """``info["monitor"]`` of ``rows`` (as the single env's), from metrics of those rows."""
-        full = {key: np.zeros(self.n) for key in MONITOR_KEYS}
-        for key in MONITOR_KEYS:
+        full = {key: np.zeros(self.n) for key in rules.MONITOR_KEYS}
+        for key in rules.MONITOR_KEYS:
             full[key][rows] = metrics[key]
-        return _rows_info(self.n, rows, {"monitor": _rows_info(self.n, rows, full)})
+        return _rows_info(self.n, rows, {key: _rows_info(self.n, rows, value) for key, value in rules.monitor_info(full).items()})
 
     def _draw(self, rows: np.ndarray) -> None:
         """Draw the next step's batches of ``rows`` from their own streams into the batch tensors."""
@@ -491,8 +458,15 @@ class _VmapCore:
         rows_t = torch.as_tensor(rows, device=self.device)
         idx = torch.stack([d[0] for d in drawn]).to(self.device)  # [R, K, B]
         vidx = torch.stack([d[1] for d in drawn]).to(self.device)  # [R, V]
-        gidx = self.train_map[rows_t].gather(1, idx.flatten(1)).view_as(idx)
-        y = self.y_train[rows_t].gather(1, idx.flatten(1)).view_as(idx)
+        from_val = torch.tensor([self.streams[i].from_val for i in rows], device=self.device)  # type: ignore[union-attr]
+        any_val = bool(from_val.any())  # train_split="val" or fine-tuning: these rows' training batches index val
+        tidx = idx.clamp(max=self.n_train - 1) if any_val else idx  # (val rows are overwritten below)
+        gidx = self.train_map[rows_t].gather(1, tidx.flatten(1)).view_as(idx)
+        y = self.y_train[rows_t].gather(1, tidx.flatten(1)).view_as(idx)
+        if any_val:
+            rv = rows_t[from_val]
+            gidx[from_val] = self.val_map[rv].gather(1, idx[from_val].flatten(1)).view_as(idx[from_val])
+            y[from_val] = self.y_pool[gidx[from_val]]
         x = self.x_pool[gidx]
         augment = self.env.augment
         if augment is not None:
@@ -577,41 +551,23 @@ class _VmapCore:
             self.phi[torch.as_tensor(rows, device=self.device)] = phi[torch.as_tensor(rows, device=self.device)]
         self.t[stepped] += 1
         self.student_steps[stepped] += cfg.unroll_steps
-        evaluated = stepped & ((self.t % env.reward_every == 0) | (self.t >= cfg.teaching_steps))
+        was_evaluated = stepped & rules.evaluated(self.t, env.reward_every, cfg.teaching_steps)
         values = [getattr(stats, k).to(torch.float64) for k in _STATS] + [stats.finite.to(torch.float64)]
-        if evaluated.any():
+        if was_evaluated.any():
             values += list(self._evaluate_fixed(self.params, self.buffers, torch.arange(n, device=self.device)))
         values = torch.stack(values, 1).cpu().numpy()  # one sync
-        finite = values[:, 4] > 0
         prev = self.val.copy()
-        if evaluated.any():
-            self.val[evaluated] = values[evaluated, 5:7]
-        diverged = stepped & (~finite | (evaluated & ~np.isfinite(self.val[:, 0])))
+        if was_evaluated.any():
+            self.val[was_evaluated] = values[was_evaluated, 5:7]
         self.last[stepped] = values[stepped, :4]
-        if env.reward_name == "val_loss_decrease":
-            reward = prev[:, 0] - self.val[:, 0]
-        elif env.reward_name == "val_acc_increase":
-            reward = self.val[:, 1] - prev[:, 1]
-        else:
-            reward = -self.val[:, 0]
-        reward = np.where(evaluated, reward, 0.0)
-        reward = np.where(diverged, env.divergence_penalty, reward)
+        reward, terminated, truncated, diverged = rules.outcome(
+            env.reward_name, env.divergence_penalty, prev, self.val, was_evaluated, values[:, 4] > 0, self.t, cfg.teaching_steps
+        )
         reward[~stepped] = 0.0
-        terminated = diverged
-        truncated = stepped & ~diverged & (self.t >= cfg.teaching_steps)
-        keys = {
-            "val_loss": self.val[:, 0].copy(),
-            "val_acc": self.val[:, 1].copy(),
-            "train_loss": self.last[:, 0].copy(),
-            "train_acc": self.last[:, 1].copy(),
-            "loss_value": self.last[:, 2].copy(),
-            "grad_norm": self.last[:, 3].copy(),
-            "teaching_step": self.t.copy(),
-            "student_steps": self.student_steps.copy(),
-            "diverged": diverged.copy(),
-            "evaluated": evaluated,
-            "reused_unroll": np.full(n, reused),
-        }
+        terminated &= stepped
+        truncated &= stepped
+        diverged &= stepped
+        keys = rules.step_info(self.val, self.last, self.t, self.student_steps, diverged, was_evaluated, np.full(n, reused))
         info = _rows_info(n, rows, keys)
         done_rows = np.flatnonzero(terminated | truncated)
         if len(done_rows):
@@ -619,14 +575,19 @@ class _VmapCore:
             full = {key: np.zeros(n) for key in final}
             for key, value in final.items():
                 full[key][done_rows] = value
-            info = _merge_infos(info, _rows_info(n, done_rows, {"final": _rows_info(n, done_rows, full)}))
-            info = _merge_infos(info, _rows_info(n, done_rows, {"test_loss": full["test_loss"], "test_acc": full["test_acc"]}))
-            if env.monitor_every:
-                info = _merge_infos(info, self._monitor_info(done_rows, final))
-        if env.monitor_every:
-            watched = np.flatnonzero(stepped & ~(terminated | truncated) & (self.t % env.monitor_every == 0))
-            if len(watched):
-                info = _merge_infos(info, self._monitor_info(watched, self.final_metrics(watched, MONITOR_SPLITS)))
+            end = rules.end_info(_rows_info(n, done_rows, full))
+            info = _merge_infos(info, _rows_info(n, done_rows, {"final": end["final"], "test_loss": full["test_loss"], "test_acc": full["test_acc"]}))
+        watched = np.flatnonzero(stepped & rules.monitored(self.t, env.monitor_every, terminated | truncated))
+        if len(watched):
+            done_watched = np.isin(watched, done_rows)
+            metrics = self.final_metrics(watched[~done_watched], rules.MONITOR_SPLITS) if (~done_watched).any() else {}
+            by_row = {key: np.zeros(len(watched)) for key in rules.MONITOR_KEYS}
+            for key in rules.MONITOR_KEYS:
+                if (~done_watched).any():
+                    by_row[key][~done_watched] = metrics[key]
+                if done_watched.any():
+                    by_row[key][done_watched] = full[key][watched[done_watched]]
+            info = _merge_infos(info, self._monitor_info(watched, by_row))
         going = np.flatnonzero(stepped & ~(terminated | truncated))
         if len(going):
             self._draw(going)
@@ -651,10 +612,10 @@ class _VmapCore:
     def observation(self) -> Any:
         """The observation of the current state and the latest ``loss_grad``, with no computation."""
         owner = self.owner
-        obs = {"student": _student_vector(self.t, self.env.config.teaching_steps, self.last, self.val, self.env.config.lr)}
+        obs = {"student": rules.student_observation(self.t, self.env.config.teaching_steps, self.last, self.val, self.env.config.lr)}
         if owner.lookahead_steps:
-            obs["loss_grad"] = _to_box(self.loss_grad)
-        obs["loss_params"] = _to_box(self.phi)
+            obs["loss_grad"] = rules.to_box(self.loss_grad)
+        obs["loss_params"] = rules.to_box(self.phi)
         if owner.observation_mode == "flat":
             return np.concatenate([obs[key].reshape(self.n, -1) for key in self.env.dict_observation_space.spaces], axis=1)
         return obs

@@ -221,3 +221,95 @@ def test_dfm_shorter_horizon_learns_through_fewer_steps_and_commits_all_k():
     assert not info["reused_unroll"] and info["student_steps"] == TINY["unroll_steps"]
     with pytest.raises(ValueError, match=r"horizon=0, expected None \(all K steps\) or >= 1"):
         L2TDFMTeacher(horizon=0)
+
+
+# ------------------------------------------------------------------ l2t-dlf: doing no harm to its start
+def _dlf_start(env) -> torch.Tensor:
+    core = env.unwrapped
+    return core.loss_family.init_params(0, core.device, core.dtype)
+
+
+def _flat_measure(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """A dev measure with zero gradient everywhere (the student's logits times 0)."""
+    return (logits * 0.0).sum()
+
+
+@pytest.mark.parametrize("options", [{}, {"optimizer": "adam", "proximity": 0.0}, {"max_drift": 0.1}])
+def test_dlf_teacher_with_zero_hypergradient_keeps_phi_at_its_start(options):
+    teacher = L2TDLFTeacher(**options)
+    teacher.measure = _flat_measure  # type: ignore[method-assign]
+    env = tiny(teacher)
+    committed = []
+    run_episode(env, teacher, 0, on_step=lambda t, info: committed.append(env.unwrapped.phi.clone()))
+    assert teacher.iterations == TINY["teaching_steps"]
+    for phi in committed:
+        assert torch.equal(phi, _dlf_start(env))
+
+
+def test_dlf_proximity_pulls_phi_back_to_its_start():
+    drifts = {}
+    for proximity in (0.0, 1.0):
+        teacher = L2TDLFTeacher(optimizer="sgd", lr=1e-2, proximity=proximity)
+        teacher.measure = _flat_measure  # type: ignore[method-assign]
+        env = tiny(teacher)
+        obs, _ = env.reset(seed=0)
+        teacher.reset(env)
+        with torch.no_grad():
+            teacher.net.head.bias.fill_(0.1)  # start the episode away from [I, 0]
+        series = []
+        for _ in range(4):
+            phi = teacher.act(obs)
+            series.append((phi - _dlf_start(env)).abs().max().item())
+            obs, *_ = env.step(phi)
+        drifts[proximity] = series
+    assert drifts[0.0] == pytest.approx([0.1] * 4)  # no measure gradient, no pull: it stays where it is
+    assert all(b < a for a, b in zip(drifts[1.0], drifts[1.0][1:]))  # the pull shrinks the drift every step
+    assert drifts[1.0][-1] < 0.1
+
+
+def test_dlf_proximity_gradient_is_that_of_the_penalty():
+    teacher = L2TDLFTeacher(proximity=0.7)
+    env = tiny(teacher)
+    env.reset(seed=0)
+    teacher.reset(env)
+    phi = _dlf_start(env) + torch.linspace(-1, 1, env.unwrapped.n_phi, dtype=torch.float64)
+    leaf = phi.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(0.7 * (leaf - _dlf_start(env)).pow(2).sum(), leaf)
+    g = torch.full_like(phi, 0.25)
+    assert torch.allclose(teacher.phi_gradient(phi, g), g + expected)
+
+
+def test_dlf_max_drift_bounds_every_committed_phi():
+    teacher = L2TDLFTeacher(optimizer="adam", lr=0.5, proximity=0.0, max_drift=0.03)
+    env = tiny(teacher)
+    committed = []
+    run_episode(env, teacher, 0, on_step=lambda t, info: committed.append(env.unwrapped.phi.clone()))
+    drift = torch.stack([(phi - _dlf_start(env)).abs().max() for phi in committed])
+    assert drift.max() <= 0.03 + 1e-12  # (1 + d) - 1 rounds in the last bit
+    assert drift.max() > 0.01  # it did move: the bound is what held it
+
+
+def test_dlf_old_behaviour_is_reachable():
+    teacher = L2TDLFTeacher(optimizer="adam", lr=1e-3, proximity=0.0)
+    env = tiny(teacher)
+    env.reset(seed=0)
+    teacher.reset(env)
+    assert isinstance(teacher.optimizer, torch.optim.Adam)
+    teacher = L2TDLFTeacher()
+    teacher.reset(tiny(teacher))
+    assert isinstance(teacher.optimizer, torch.optim.SGD) and teacher.config.proximity == 1.0
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"optimizer": "rmsprop"}, r"optimizer='rmsprop', expected one of \['adam', 'sgd'\]"),
+        ({"proximity": -1.0}, r"proximity=-1.0, expected a finite number >= 0"),
+        ({"proximity": float("nan")}, r"proximity=nan, expected a finite number >= 0"),
+        ({"max_drift": 0.0}, r"max_drift=0.0, expected None or a finite number > 0"),
+        ({"max_drift": "big"}, r"max_drift='big', expected None or a finite number > 0"),
+    ],
+)
+def test_dlf_bad_no_harm_options_raise(options, message):
+    with pytest.raises(ValueError, match=message):
+        L2TDLFTeacher(**options)

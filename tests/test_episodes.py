@@ -51,7 +51,8 @@ def crash_at(step: int):
         ("l2t-dln", {"max_drift": 0.0005}, 2, 5, 4),  # LSTM weights, Adam moments, hidden state, phi0
         ("l2t-dln", {"memory_truncation": 3}, 1, 5, 3),  # only between teacher updates: steps 3, 6
         ("random", {"seed": 2}, 3, 7, 6),  # the teacher's numpy generator
-        ("l2t-dlf", {"seed": 1}, 2, 5, 4),  # mu's weights and Adam moments
+        ("l2t-dlf", {"seed": 1}, 2, 5, 4),  # mu's weights (SGD and the proximity term: the default)
+        ("l2t-dlf", {"seed": 1, "optimizer": "adam", "proximity": 0.0}, 2, 5, 4),  # mu's weights and Adam moments
         ("l2t-dfm", {"hidden": 8}, 2, 5, 4),  # GRU weights, Adam moments, hidden state, confidences
     ],
 )

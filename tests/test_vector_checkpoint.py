@@ -30,6 +30,8 @@ CASES = {
     "fixed": dict(TINY, lookahead="off", batching="vmap"),
     "ce": dict(TINY, loss="ce", lookahead="off", batching="vmap"),
     "dln-init-ce": dict(TINY, lookahead=1, loss_kwargs={"init": "ce"}, batching="vmap"),
+    # from teaching step 2 the training batches come from the validation split, by their own sampler
+    "finetune": dict(TINY, lookahead="off", batching="vmap", finetune_fraction=0.34),
 }
 
 
