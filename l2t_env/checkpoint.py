@@ -38,6 +38,10 @@ if TYPE_CHECKING:  # pragma: no cover
 FORMAT = "l2t-env-state/1"
 #: env settings that change the numbers of an episode (the device does not)
 SETTINGS = ("action_mode", "lookahead_steps", "action_scale", "reward_name", "reward_every", "divergence_penalty", "dtype")
+#: settings that change what an episode reports, not its numbers (a resumed record must monitor on
+#: the same cadence), with the value a state saved before they existed had
+REPORTING = ("monitor_every",)
+_SETTING_DEFAULTS = {"monitor_every": 0}
 #: task fields at their defaults, for states saved before a field existed
 _TASK_DEFAULTS = {
     f.name: f.default for f in dataclasses.fields(TaskConfig) if f.default is not dataclasses.MISSING and f.name in ("val_size", "label_noise", "train_split", "finetune_fraction")
@@ -56,7 +60,7 @@ def identity(env: "L2TEnv") -> dict[str, Any]:
         "task": env.config.to_dict(),
         "loss": env.loss_family.name,
         "n_phi": env.n_phi,
-        "settings": {key: str(env.dtype) if key == "dtype" else getattr(env, key) for key in SETTINGS},
+        "settings": {key: str(env.dtype) if key == "dtype" else getattr(env, key) for key in (*SETTINGS, *REPORTING)},
     }
 
 
@@ -134,7 +138,7 @@ def check_identity(env: "L2TEnv", theirs: dict[str, Any], n_pool: int) -> None:
     ``n_pool`` examples) is this env's task, loss family and settings."""
     mine = identity(env)
     # a task field added since the state was saved holds its default there (it did not exist)
-    theirs = {**theirs, "task": {**_TASK_DEFAULTS, **theirs["task"]}}
+    theirs = {**theirs, "task": {**_TASK_DEFAULTS, **theirs["task"]}, "settings": {**_SETTING_DEFAULTS, **theirs["settings"]}}
     if (theirs["task"]["name"], theirs["loss"], theirs["n_phi"]) != (mine["task"]["name"], mine["loss"], mine["n_phi"]):
         raise ValueError(
             f"the state is of task {theirs['task']['name']!r} with loss family {theirs['loss']!r} ({theirs['n_phi']} loss "

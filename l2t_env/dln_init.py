@@ -16,6 +16,23 @@ documented choice:
   a fixed number of steps, in float64 on one CPU thread: the seed alone fixes the result.
   Fits are cached in memory and on disk (:mod:`l2t_env.disk_cache`), so only the
   first episode of a seed pays for one (a few seconds).
+- a robust loss's name (``"gce"``, ``"sce"``, ... any key of
+  :data:`l2t_env.robust_losses.ROBUST_LOSSES`), with ``init_kwargs`` its hyper-parameters (e.g.
+  ``{"q": 0.5}``; the authors' defaults otherwise): a DLN fitted so that the student's gradient
+  under it agrees with that loss's (:func:`fit_target`, settings :class:`TargetFit`). Such a loss
+  is not pairwise (its derivative on logit k depends on the whole softmax), so the fit is on whole
+  examples: over random logit vectors ``z`` ``[N, C]`` and labels ``y``, the DLN's per-example
+  gradient ``d (B * DLN(z, y)) / d z`` (the DLN averages over its ``B*C`` rows, so this is the
+  gradient one example sends to its logits) is regressed onto ``d loss(z_i, y_i) / d z_i`` by
+  least squares, relative to the target's squared norm in each batch. Logits are drawn like those
+  of a training student: ``z_ik ~ N(0, sigma_i^2)`` with ``sigma_i ~ U(0, logit_std)`` (from the
+  start at ``z = 0`` to a trained student's spread), plus ``u_i ~ U(0, margin)`` on the labelled
+  class, so that the batch holds examples the student gets wrong (a noisy label: small ``p_y``,
+  where the robust losses differ from CE) and examples it has learnt (large ``p_y``), and all of an
+  example's logits moved by one ``U(-shift, shift)`` (the target ignores it, the DLN does not).
+  Frozen, these fits do not yet reach their targets' accuracy (docs/tasks-and-inits.md). Adam from the
+  Kaiming init of the same seed, float64, one thread, cached like ``"ce"``. The ``"ce"`` fit above
+  is unchanged (its pairwise target and settings), so its cached fits and results stay valid.
 - a tensor of ``n_params`` finite values (the flat phi), or the path of a file written by
   ``torch.save(phi)`` (a DLN saved from an earlier run; a dict with key ``"phi"`` also works).
 """
@@ -32,15 +49,19 @@ from typing import Callable, Sequence, Union
 import torch
 
 from l2t_env.disk_cache import cache_root, cached
+from l2t_env.robust_losses import ROBUST_LOSSES
 
-INIT_NAMES = ("kaiming", "ce")
+INIT_NAMES = ("kaiming", "ce", *ROBUST_LOSSES)
 InitSpec = Union[str, os.PathLike, torch.Tensor]
+#: a per-example loss ``loss(logits [N, C], targets [N]) -> [N]``
+TargetLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def expected_form(n_params: int) -> str:
     return (
         f"expected 'kaiming', 'ce', a tensor of {n_params} finite values (the flat DLN phi), "
-        "or the path of an existing file saved with torch.save(phi)"
+        "the path of an existing file saved with torch.save(phi), "
+        f"or a robust loss to fit ({', '.join(repr(n) for n in ROBUST_LOSSES)})"
     )
 
 
@@ -118,15 +139,58 @@ class CEFit:
         return sorted((k, v) for k, v in asdict(self).items() if not (k == "balance" and v == 0))
 
 
-def make_fit(options: Union[dict, CEFit, None]) -> CEFit:
-    if isinstance(options, CEFit):
+@dataclass(frozen=True)
+class TargetFit:
+    """Settings of a robust-loss fit (``loss_kwargs={"init": "gce", "fit": {...}}``), see the module docstring."""
+
+    #: fewer than ``"ce"``'s 1500: the fit error stops falling after a few hundred steps (the DLN's
+    #: pairwise view, not the optimiser, limits it; docs/tasks-and-inits.md)
+    steps: int = 600
+    #: examples per Adam step (each gives C logits, so ``examples * C`` DLN rows)
+    examples: int = 64
+    lr: float = 1e-3
+    #: each example's logits are ``N(0, sigma^2)`` with ``sigma ~ U(0, logit_std)``
+    logit_std: float = 3.0
+    #: the labelled class's logit is raised by ``U(0, margin)``
+    margin: float = 6.0
+    #: every logit of an example is moved by the same ``U(-shift, shift)``: the target (a function
+    #: of softmax) ignores such a move, the DLN (a function of sigmoid) does not, and a student's
+    #: logits do drift together
+    shift: float = 3.0
+    #: weight of a penalty on each example's ``(sum_k d DLN / d z_k)^2`` (the target's is zero)
+    balance: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "examples"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"dln init fit: {key}={value!r}, expected a positive integer")
+        for key in ("lr", "logit_std"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"dln init fit: {key}={value!r}, expected a finite number > 0")
+        for key in ("margin", "shift", "balance"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"dln init fit: {key}={value!r}, expected a finite number >= 0")
+
+    def cache_key(self) -> list:
+        return sorted(asdict(self).items())
+
+
+def make_fit(options: Union[dict, CEFit, TargetFit, None], init: object = "ce") -> Union[CEFit, TargetFit]:
+    """The fit settings for ``init``: :class:`TargetFit` for a robust loss's name, else :class:`CEFit`."""
+    kind = TargetFit if isinstance(init, str) and init in ROBUST_LOSSES else CEFit
+    if isinstance(options, kind):
         return options
+    if isinstance(options, (CEFit, TargetFit)):
+        raise ValueError(f"dln init={init!r}: fit is a {type(options).__name__}, expected a {kind.__name__} or a dict")
     options = dict(options or {})
-    valid = sorted(CEFit.__dataclass_fields__)
+    valid = sorted(kind.__dataclass_fields__)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"dln init fit: unknown key(s) {unknown}; valid: {valid}")
-    return CEFit(**options)
+    return kind(**options)
 
 
 def pair_logit_grads(score: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> torch.Tensor:
@@ -181,6 +245,116 @@ def _fit(shapes, score, seed: int, fit: CEFit) -> torch.Tensor:
                 loss = (got - pairwise_logistic_grads(z, fit.target_scale)).pow(2).mean()
                 if fit.balance:
                     loss = loss + fit.balance * got.sum(dim=1).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return phi.detach().clone()
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------- robust-loss targets
+def draw_logits(gen: torch.Generator, n: int, num_classes: int, logit_std: float, margin: float,
+                shift: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``[n, C]`` and labels ``[n]`` as the fit sees them: ``N(0, sigma_i^2)`` with a scale
+    ``sigma_i ~ U(0, logit_std)`` per example, the label's raised by ``U(0, margin)``, then all
+    of an example's logits moved by one ``U(-shift, shift)``.
+
+    The per-example scale puts examples near ``z = 0``, where every student starts: with one scale
+    (3) for all, a fit to GCE got the sign of the true class's gradient wrong there and the frozen
+    DLN trained digits-mlp-noisy to 0.35 (docs/tasks-and-inits.md).
+    """
+    scale = torch.rand(n, 1, generator=gen, dtype=torch.float64) * logit_std
+    z = torch.randn(n, num_classes, generator=gen, dtype=torch.float64) * scale
+    y = torch.randint(0, num_classes, (n,), generator=gen)
+    lift = torch.rand(n, generator=gen, dtype=torch.float64) * margin
+    z = z.scatter_add(1, y[:, None], lift[:, None])
+    if shift:  # no draw when 0: the same stream as before the option
+        z = z + (torch.rand(n, 1, generator=gen, dtype=torch.float64) * 2.0 - 1.0) * shift
+    return z, y
+
+
+def per_example_grads(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z: torch.Tensor, y: torch.Tensor,
+                      create_graph: bool = False) -> torch.Tensor:
+    """``d loss(z, y) / d z`` ``[N, C]`` for a scalar ``loss`` that sums (not averages) over the examples."""
+    z = z.detach().requires_grad_(True)
+    return torch.autograd.grad(loss(z, y), z, create_graph=create_graph)[0]
+
+
+def dln_example_grads(dln: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], phi: torch.Tensor,
+                      z: torch.Tensor, y: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+    """The gradient each example sends to its logits under the DLN ``dln(phi, z, y)`` (a batch mean): ``N * d dln / d z``."""
+    return per_example_grads(lambda zz, yy: dln(phi, zz, yy) * zz.shape[0], z, y, create_graph)
+
+
+def target_example_grads(target: TargetLoss, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``d target(z_i, y_i) / d z_i`` for every example, ``[N, C]``."""
+    return per_example_grads(lambda zz, yy: target(zz, yy).sum(), z, y)
+
+
+def gradient_agreement(dln: Callable, phi: torch.Tensor, target: TargetLoss, z: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """How close the DLN's per-example logit gradients come to the target's on ``(z, y)``.
+
+    ``cosine``: the cosine between the two ``[N, C]`` gradients of the whole batch (it sees how
+    the examples are weighed against each other, which is where the robust losses differ from CE:
+    GCE's gradient is CE's times ``p_y^q``, example by example); ``example_cosine``: the mean over
+    examples of the cosine between the two ``C``-vectors (blind to that weighing); ``rel_error``:
+    ``||g_dln - g_target||^2 / ||g_target||^2`` over the batch (the fit's objective).
+    """
+    with torch.enable_grad():
+        got = dln_example_grads(dln, phi.to(torch.float64), z, y)
+        want = target_example_grads(target, z, y)
+    cos = torch.nn.functional.cosine_similarity
+    return {
+        "cosine": float(cos(got.flatten(), want.flatten(), dim=0, eps=1e-12)),
+        "example_cosine": float(cos(got, want, dim=1, eps=1e-12).mean()),
+        "rel_error": float((got - want).pow(2).sum() / want.pow(2).sum()),
+    }
+
+
+def fit_target(
+    shapes: Sequence[tuple[int, int]],
+    dln: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    seed: int,
+    fit: TargetFit,
+    num_classes: int,
+    name: str,
+    target_kwargs: dict,
+    target: TargetLoss,
+) -> torch.Tensor:
+    """A DLN init fitted to the robust loss ``target`` for one seed (float64, CPU), served from the caches after the first time.
+
+    ``dln(phi, z, y)`` is the DLN's batch loss; ``name`` and ``target_kwargs`` name ``target`` in
+    the cache key (the same name and keywords must give the same function).
+    """
+    kwargs_key = sorted((k, float(v)) for k, v in target_kwargs.items())
+    key_src = repr((tuple(map(tuple, shapes)), int(seed), int(num_classes), name, kwargs_key, fit.cache_key(), "target-v3"))
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
+    if key not in _MEMORY:
+        n = sum(a * b for a, b in shapes)
+        _MEMORY[key] = cached(
+            cache_root() / "dln-init" / f"{name.replace('+', '_')}-{key}.pt",
+            lambda: _fit_target(shapes, dln, seed, fit, num_classes, target),
+            lambda obj: isinstance(obj, torch.Tensor) and obj.numel() == n and obj.dtype == torch.float64,
+        )
+    return _MEMORY[key].clone()
+
+
+def _fit_target(shapes, dln, seed: int, fit: TargetFit, num_classes: int, target: TargetLoss) -> torch.Tensor:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same sums in the same order on every machine
+    try:
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            gen = torch.Generator().manual_seed(int(seed) + 1)
+            phi = kaiming_init(shapes, seed).requires_grad_(True)
+            opt = torch.optim.Adam([phi], lr=fit.lr)
+            for _ in range(fit.steps):
+                z, y = draw_logits(gen, fit.examples, num_classes, fit.logit_std, fit.margin, fit.shift)
+                want = target_example_grads(target, z, y)
+                got = dln_example_grads(dln, phi, z, y, create_graph=True)
+                loss = (got - want).pow(2).sum() / want.pow(2).sum().clamp_min(1e-12)
+                if fit.balance:
+                    loss = loss + fit.balance * got.sum(dim=1).pow(2).sum() / want.pow(2).sum().clamp_min(1e-12)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from l2t_env import dln_init
 from l2t_env.robust_losses import ROBUST_LOSSES, RobustLossSpec, check_value
-from l2t_env.fused_metric import METRICS, check_metric_options, metric_values
+from l2t_env.fused_metric import DEFAULT_METRICS, check_metric_options, metric_values
 
 
 class LossFamily(ABC):
@@ -89,9 +89,13 @@ class DynamicLossNetwork(LossFamily):
 
     ``init`` chooses phi's start (:mod:`l2t_env.dln_init`): ``"kaiming"`` (default, the reference
     code's Kaiming-normal, mode ``fan_out``), ``"ce"`` (fitted to the pairwise logistic loss's
-    gradient), a tensor of ``n_params`` values, or a file saved with ``torch.save(phi)``.
+    gradient), a robust loss's name such as ``"gce"`` or ``"sce"`` (fitted to that loss's logit
+    gradient, with ``init_kwargs`` its hyper-parameters, e.g. ``{"q": 0.5}``), a tensor of
+    ``n_params`` values, or a file saved with ``torch.save(phi)``.
     ``init_seed`` fixes the random inits for every episode; by default each episode seed draws its own.
-    ``fit`` overrides the ``"ce"`` fit's settings (:class:`l2t_env.dln_init.CEFit`).
+    ``fit`` overrides the fit's settings (:class:`l2t_env.dln_init.CEFit` for ``"ce"``,
+    :class:`l2t_env.dln_init.TargetFit` for a robust loss). ``num_classes`` (passed by
+    :func:`make_loss_family`) is needed only by a robust-loss fit, whose target depends on C.
     """
 
     name = "dln"
@@ -103,6 +107,8 @@ class DynamicLossNetwork(LossFamily):
         init: dln_init.InitSpec = "kaiming",
         init_seed: Optional[int] = None,
         fit: Optional[dict] = None,
+        init_kwargs: Optional[dict] = None,
+        num_classes: Optional[int] = None,
     ) -> None:
         hidden = tuple(int(h) for h in hidden)
         if not hidden or any(h < 1 for h in hidden):
@@ -120,7 +126,19 @@ class DynamicLossNetwork(LossFamily):
         if init_seed is not None and (isinstance(init_seed, bool) or not isinstance(init_seed, int) or init_seed < 0):
             raise ValueError(f"dln: init_seed={init_seed!r}, expected None or an integer >= 0")
         self.init_seed = init_seed
-        self.fit = dln_init.make_fit(fit)
+        self.fit = dln_init.make_fit(fit, self.init)
+        self.num_classes = num_classes
+        self.target: Optional[HyperparameterLoss] = None
+        if isinstance(self.init, str) and self.init in ROBUST_LOSSES:
+            if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+                raise ValueError(f"dln: init={self.init!r} needs num_classes (an integer >= 2), got {num_classes!r}")
+            try:
+                self.target = HyperparameterLoss(ROBUST_LOSSES[self.init], **dict(init_kwargs or {}))
+            except ValueError as err:
+                raise ValueError(f"dln init_kwargs of init={self.init!r}: {err}") from err
+        elif init_kwargs:
+            raise ValueError(f"dln: init_kwargs={init_kwargs!r} given for init={init!r}; they set a robust loss init's "
+                             f"hyper-parameters, expected init in {sorted(ROBUST_LOSSES)}")
 
     @property
     def n_params(self) -> int:
@@ -135,9 +153,21 @@ class DynamicLossNetwork(LossFamily):
             phi = self.init
         elif self.init == "ce":
             phi = dln_init.fit_ce(self.shapes, self.score_pairs, seed, self.fit)
+        elif self.target is not None:
+            target = self.target
+            phi = dln_init.fit_target(
+                self.shapes, self, seed, self.fit, self.num_classes, target.name, {**target.values, **target.constants},
+                self.target_loss,
+            )
         else:
             phi = dln_init.kaiming_init(self.shapes, seed)
         return phi.to(device=device, dtype=dtype).clone()
+
+    def target_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The per-example robust loss the init is fitted to (``init`` a robust loss's name), ``[B]``."""
+        if self.target is None:
+            raise ValueError(f"dln: init={self.init!r} has no robust-loss target")
+        return self.target.spec.fn(logits, targets, **self.target.values, **self.target.constants)
 
     def weights(self, phi: torch.Tensor) -> list[torch.Tensor]:
         """The layer weight matrices as views of phi."""
@@ -219,14 +249,19 @@ class FusedMetricLoss(LossFamily):
 
     def __init__(
         self,
-        metrics: Sequence[str] = METRICS,
+        metrics: Sequence[str] = DEFAULT_METRICS,
         focal_gamma: float = 2.0,
         hinge_margin: float = 1.0,
         smoothing: float = 0.1,
+        gce_q: float = 0.7,
+        rce_A: float = -4.0,
     ) -> None:
         self.metrics = tuple(metrics)
-        check_metric_options(self.metrics, focal_gamma, hinge_margin, smoothing)
-        self.options = {"focal_gamma": float(focal_gamma), "hinge_margin": float(hinge_margin), "smoothing": float(smoothing)}
+        check_metric_options(self.metrics, focal_gamma, hinge_margin, smoothing, gce_q, rce_A)
+        self.options = {
+            "focal_gamma": float(focal_gamma), "hinge_margin": float(hinge_margin), "smoothing": float(smoothing),
+            "gce_q": float(gce_q), "rce_A": float(rce_A),
+        }
 
     @property
     def n_params(self) -> int:
@@ -330,4 +365,6 @@ def make_loss_family(name: str | LossFamily, num_classes: int, **kwargs: Any) ->
     cls = LOSS_FAMILIES[name]
     if cls is DynamicLossFunction:
         return cls(num_classes, **kwargs)
+    if cls is DynamicLossNetwork:
+        return cls(num_classes=num_classes, **kwargs)
     return cls(**kwargs)

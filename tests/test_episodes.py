@@ -25,9 +25,9 @@ class Crash(Exception):
     pass
 
 
-def new_run(name: str, **kwargs):
+def new_run(name: str, monitor_every: int = 0, **kwargs):
     teacher = make_teacher(name, **kwargs)
-    return make_env(teacher, "digits-mlp", **TINY), teacher
+    return make_env(teacher, "digits-mlp", monitor_every=monitor_every, **TINY), teacher
 
 
 def same_episode(a, b) -> None:
@@ -102,7 +102,9 @@ def test_bench_resumes_a_run_from_its_checkpoint_and_keeps_the_run_key(tmp_path)
     out = tmp_path / "ckpt"
     path = checkpoint_path(out, run)
     with pytest.raises(Crash):  # a run killed after its checkpoint at step 4
-        run_checkpointed_episode(*new_run("l2t-dln"), 3, checkpoint_every=2, path=path, on_step=crash_at(5))
+        # the env the bench makes: early stopping monitored on the bench's cadence
+        env, teacher = new_run("l2t-dln", monitor_every=cfg.monitor_every(run.task))
+        run_checkpointed_episode(env, teacher, 3, checkpoint_every=2, path=path, on_step=crash_at(5))
     (resumed,) = run_bench(cfg, out, quiet=True)
     for key in ("key", "test_acc", "val_acc", "train_loss", "curves", "teaching_steps", "student_steps"):
         assert resumed[key] == plain[0][key], key

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import l2t_env  # noqa: F401
-from l2t_env.fused_metric import METRICS, metric_values
+from l2t_env import robust_losses
+from l2t_env.fused_metric import DEFAULT_METRICS, METRICS, metric_values
 from l2t_env.losses import FusedMetricLoss, make_loss_family
 
 TINY = dict(teaching_steps=3, unroll_steps=3, batch_size=8, val_batch_size=16, student_kwargs={"hidden": [16]})
@@ -40,16 +41,58 @@ def direct(metric: str, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         elif metric == "kl":
             q = 0.9 * onehot + 0.1 / c
             out.append((q * (q.log() - p.log())).sum())
+        elif metric == "gce":
+            out.append((1 - p[yi] ** 0.7) / 0.7)
+        elif metric == "rce":  # -sum_k p_k log(onehot_k) with log 0 := -4
+            out.append(-(p * torch.where(onehot > 0, 0.0, -4.0)).sum())
+        elif metric == "nce":
+            out.append(torch.log(p[yi]) / torch.log(p).sum())
     return torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in out]).mean()
 
 
 @pytest.mark.parametrize("metric", METRICS)
 def test_one_hot_weight_is_exactly_that_metric(metric):
-    family = make_loss_family("dfm", 10)
+    family = make_loss_family("dfm", 10, metrics=METRICS)
     z, y = batch()
-    phi = torch.zeros(5, dtype=torch.float64)
+    phi = torch.zeros(len(METRICS), dtype=torch.float64)
     phi[family.metrics.index(metric)] = 1.0
     assert torch.allclose(family(phi, z, y), direct(metric, z, y), rtol=1e-10, atol=1e-12)
+    # and bit for bit the metric's own batch mean
+    assert torch.equal(family(phi, z, y), metric_values(z, y, (metric,))[0])
+
+
+def test_default_metrics_are_the_first_five_and_the_robust_ones_opt_in():
+    """Existing dfm results depend on the default's five weights; the robust members are opt-in."""
+    assert DEFAULT_METRICS == ("ce", "brier", "focal", "hinge", "kl") == METRICS[:5]
+    assert make_loss_family("dfm", 10).metrics == DEFAULT_METRICS
+    assert {"gce", "rce", "nce"} <= set(METRICS)
+
+
+@pytest.mark.parametrize(
+    "metric, fn, options",
+    [
+        ("gce", lambda z, y: robust_losses.gce(z, y, q=0.7), {}),
+        ("gce", lambda z, y: robust_losses.gce(z, y, q=0.3), {"gce_q": 0.3}),
+        ("rce", lambda z, y: robust_losses.rce(z, y, A=-4.0), {}),
+        ("rce", lambda z, y: robust_losses.rce(z, y, A=-9.2103), {"rce_A": -9.2103}),
+        ("nce", robust_losses.nce, {}),
+    ],
+)
+def test_robust_members_are_the_robust_losses_batch_mean(metric, fn, options):
+    z, y = batch(4)
+    (value,) = metric_values(z, y, (metric,), **options)
+    assert torch.equal(value, fn(z, y).mean())
+    family = FusedMetricLoss(metrics=("ce", metric), **options)
+    assert torch.equal(family(torch.tensor([0.0, 1.0], dtype=torch.float64), z, y), fn(z, y).mean())
+
+
+@pytest.mark.parametrize("metric", ["gce", "nce"])
+def test_robust_members_second_derivatives_match_finite_differences(metric):
+    """The look-ahead differentiates the fused loss's gradient: check d2 metric / dz2 in float64."""
+    z, y = batch(5, n=4, c=5)
+    z = z.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda zz: metric_values(zz, y, (metric,)), (z,))
+    assert torch.autograd.gradgradcheck(lambda zz: metric_values(zz, y, (metric,)), (z,))
 
 
 def test_hinge_agrees_with_torch_and_the_sum_is_linear_in_the_weights():
@@ -58,7 +101,7 @@ def test_hinge_agrees_with_torch_and_the_sum_is_linear_in_the_weights():
     assert torch.allclose(hinge, F.multi_margin_loss(z, y, margin=1.0))
     family = FusedMetricLoss()
     w = torch.tensor([0.5, -1.0, 2.0, 0.25, 3.0], dtype=torch.float64)
-    values = torch.stack([direct(m, z, y) for m in METRICS])
+    values = torch.stack([direct(m, z, y) for m in DEFAULT_METRICS])
     assert torch.allclose(family(w, z, y), (w * values).sum(), rtol=1e-10)
 
 
@@ -83,6 +126,8 @@ def test_family_shape_init_and_options():
         ({"smoothing": 1.0}, r"smoothing=1.0, expected in \[0, 1\)"),
         ({"hinge_margin": 0}, r"hinge_margin=0, expected > 0"),
         ({"focal_gamma": -1}, r"focal_gamma=-1, expected >= 0"),
+        ({"metrics": ("gce",), "gce_q": 0.0}, r"gce_q=0.0, expected in \(0, 1\]"),
+        ({"metrics": ("rce",), "rce_A": 4.0}, r"rce_A=4.0, expected a finite number < 0"),
     ],
 )
 def test_bad_options_raise(kwargs, match):

@@ -170,6 +170,92 @@ def test_ce_init_is_deterministic_per_seed_and_cached(monkeypatch, tmp_path):
     assert not torch.equal(first, _init(1, fit=SMALL_FIT))
 
 
+TINY_TARGET_FIT = {"steps": 20, "examples": 16}
+
+
+def _target_init(seed: int = 0, **kwargs) -> torch.Tensor:
+    return DynamicLossNetwork(num_classes=10, **kwargs).init_params(seed, torch.device("cpu"), torch.float32)
+
+
+@pytest.mark.parametrize("name, init_kwargs", [("gce", {}), ("sce", {"alpha": 0.5}), ("nce+rce", {})])
+def test_robust_loss_init_is_deterministic_per_seed_and_cached(monkeypatch, tmp_path, name, init_kwargs):
+    calls = []
+    real_fit = dln_init._fit_target
+    monkeypatch.setattr(dln_init, "_fit_target", lambda *a: calls.append(a[2]) or real_fit(*a))
+    kwargs = {"init": name, "init_kwargs": init_kwargs, "fit": TINY_TARGET_FIT}
+    first = _target_init(1, **kwargs)
+    assert torch.equal(first, _target_init(1, **kwargs)) and calls == [1]
+    # a fresh process (empty memory cache) reads it from disk; an empty disk refits the same bits
+    monkeypatch.setattr(dln_init, "_MEMORY", {})
+    assert torch.equal(first, _target_init(1, **kwargs)) and calls == [1]
+    monkeypatch.setattr(dln_init, "_MEMORY", {})
+    monkeypatch.setenv("L2T_CACHE_DIR", str(tmp_path / "other"))
+    assert torch.equal(first, _target_init(1, **kwargs)) and calls == [1, 1]
+    assert not torch.equal(first, _target_init(2, **kwargs))
+    assert not torch.equal(first, dln_init.kaiming_init(DynamicLossNetwork().shapes, 1).float())
+
+
+def test_robust_loss_init_depends_on_the_target_its_kwargs_and_the_classes():
+    gce = _target_init(0, init="gce", fit=TINY_TARGET_FIT)
+    assert torch.equal(gce, _target_init(0, init="gce", init_kwargs={"q": 0.7}, fit=TINY_TARGET_FIT))  # the default q
+    assert not torch.equal(gce, _target_init(0, init="gce", init_kwargs={"q": 0.3}, fit=TINY_TARGET_FIT))
+    assert not torch.equal(gce, _target_init(0, init="sce", fit=TINY_TARGET_FIT))
+    five = DynamicLossNetwork(num_classes=5, init="gce", fit=TINY_TARGET_FIT).init_params(0, torch.device("cpu"), torch.float32)
+    assert not torch.equal(gce, five)
+
+
+@pytest.mark.parametrize("name", ["gce", "sce"])
+def test_robust_loss_init_fits_the_targets_logit_gradient(name):
+    """The documented objective: the DLN's per-example logit gradients move towards the target's."""
+    family = DynamicLossNetwork(num_classes=10, init=name, fit={"steps": 250, "examples": 32})
+    fitted = family.init_params(0, torch.device("cpu"), torch.float64)
+    kaiming = dln_init.kaiming_init(family.shapes, 0)
+    z, y = dln_init.draw_logits(torch.Generator().manual_seed(99), 1024, 10, 3.0, 6.0)
+    before = dln_init.gradient_agreement(family, kaiming, family.target_loss, z, y)
+    after = dln_init.gradient_agreement(family, fitted, family.target_loss, z, y)
+    # closer than the zero gradient (rel_error 1) and than the Kaiming start; aligned where it was not
+    assert after["rel_error"] < min(0.7, 0.5 * before["rel_error"]), (before, after)
+    assert after["cosine"] > 0.6 > 0.0 > before["cosine"], (before, after)
+
+
+def test_gradient_agreement_is_one_for_the_target_itself_and_sees_example_weights():
+    class Exact:  # a "DLN" whose batch mean is the target's: its gradients are the target's
+        def __call__(self, phi, z, y):
+            return dln_init.ROBUST_LOSSES["gce"].fn(z, y).mean() + 0 * phi.sum()
+
+    z, y = dln_init.draw_logits(torch.Generator().manual_seed(1), 256, 10, 3.0, 6.0)
+    got = dln_init.gradient_agreement(Exact(), torch.zeros(1), dln_init.ROBUST_LOSSES["gce"].fn, z, y)
+    assert got["cosine"] == pytest.approx(1.0) and got["example_cosine"] == pytest.approx(1.0) and got["rel_error"] < 1e-20
+    # GCE's gradient is CE's times p_y^q example by example: same per-example directions, other weights
+    from l2t_env.robust_losses import ce, gce
+    vs_ce = dln_init.gradient_agreement(lambda phi, zz, yy: gce(zz, yy).mean(), torch.zeros(1), ce, z, y)
+    assert vs_ce["example_cosine"] == pytest.approx(1.0) and vs_ce["cosine"] < 0.9
+
+
+def test_env_robust_loss_init_through_loss_kwargs():
+    kwargs = {"init": "gce", "init_kwargs": {"q": 0.5}, "init_seed": 0, "fit": TINY_TARGET_FIT}
+    env = gym.make("L2T-v0", loss_kwargs=kwargs, lookahead="off", teaching_steps=1)
+    env.reset(seed=1)
+    assert torch.equal(env.unwrapped.phi, _target_init(0, **kwargs))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"init": "gce", "init_kwargs": {"q": 0.0}}, r"gce: q=0.0, expected a finite number in \[0.001, 1.0\]"),
+        ({"init": "gce", "init_kwargs": {"p": 0.5}}, r"dln init_kwargs of init='gce': gce: unknown loss_kwargs \['p'\]; valid: \['q'\]"),
+        ({"init": "ce", "init_kwargs": {"q": 0.5}}, r"init_kwargs=\{'q': 0.5\} given for init='ce'; .*expected init in"),
+        ({"init": "gce", "fit": {"rows": 5}}, r"unknown key\(s\) \['rows'\]; valid: \['balance', 'examples', 'logit_std', 'lr', 'margin', 'shift', 'steps'\]"),
+        ({"init": "gce", "fit": {"margin": -1.0}}, r"margin=-1.0, expected a finite number >= 0"),
+        ({"init": "gce", "num_classes": None}, r"init='gce' needs num_classes \(an integer >= 2\), got None"),
+    ],
+)
+def test_bad_robust_loss_inits_raise(kwargs, match):
+    kwargs = {"num_classes": 10, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        DynamicLossNetwork(**kwargs)
+
+
 def _gradient_error(phi: torch.Tensor, family: DynamicLossNetwork) -> float:
     # logits of moderate size, where sigmoid(z) is not saturated and the target is reachable
     z = torch.randn(4096, 2, generator=torch.Generator().manual_seed(99), dtype=torch.float64)
@@ -233,7 +319,7 @@ def test_env_ce_init_through_loss_kwargs():
 @pytest.mark.parametrize(
     "init, match",
     [
-        ("xavier", r"init='xavier' is neither a known name nor an existing file; expected 'kaiming', 'ce', a tensor of 5000"),
+        ("xavier", r"init='xavier' is neither a known name nor an existing file; expected 'kaiming', 'ce', a tensor of 5000.*'gce', 'sce'"),
         ("/no/such/dln.pt", r"neither a known name nor an existing file; expected 'kaiming', 'ce'"),
         (torch.zeros(4999), r"4999 values; expected .*a tensor of 5000 finite values"),
         (torch.full((5000,), math.nan), r"non-finite .*expected .*5000 finite values"),
