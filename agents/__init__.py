@@ -8,7 +8,8 @@ name ``agents`` is taken by other widely installed distributions (the OpenAI Age
 them), and two distributions installing one top-level name overwrite each other.
 """
 
-from l2t_agents.base import BaseTeacher, Teacher, available_teachers, make_teacher, register_teacher
+from l2t_agents.base import BaseTeacher, Teacher, register_teacher
+from l2t_agents.registry import available_teachers, make_teacher
 from l2t_agents.evaluation import EpisodeRecord, make_env, make_vector_env, run_episode, run_episodes
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""The one interface every teacher implements, and the registry that names them.
+"""The one interface every teacher implements, and the registry that names them (filled by
+the teacher modules; looked up through :mod:`l2t_agents.registry`).
 
 A teacher acts on ``L2T-v0`` through the standard Gymnasium API. The loop that drives it is
 :func:`l2t_agents.evaluation.run_episode`::
@@ -116,7 +117,7 @@ TEACHERS: dict[str, Callable[..., Teacher]] = {}
 
 
 def register_teacher(name: str) -> Callable:
-    """Class decorator: make a teacher available to ``make_teacher`` and the CLI by name."""
+    """Class decorator: make a teacher available to ``make_teacher`` (:mod:`l2t_agents.registry`) and the CLI by name."""
 
     def wrap(cls):
         cls.name = name
@@ -124,46 +125,3 @@ def register_teacher(name: str) -> Callable:
         return cls
 
     return wrap
-
-
-#: Built-in teachers that need an optional extra, by the extra's name; the missing ones are named,
-#: not hidden, when the extra is not installed.
-EXTRA_TEACHERS: dict[str, tuple[str, ...]] = {"sb3": ("a2c", "ppo", "sac", "td3")}
-_MISSING_EXTRAS: dict[str, str] = {}  # extra -> why its import failed
-
-
-def _ensure_builtin_teachers() -> None:
-    import l2t_agents.baselines  # noqa: F401
-    import l2t_agents.l2t_dfm  # noqa: F401
-    import l2t_agents.l2t_dlf  # noqa: F401
-    import l2t_agents.l2t_dln  # noqa: F401
-
-    try:
-        import l2t_agents.sb3_teachers  # noqa: F401
-    except ImportError as err:  # stable-baselines3 not installed: its teachers need the extra
-        _MISSING_EXTRAS["sb3"] = str(err)
-
-
-def available_teachers() -> list[str]:
-    """The registered teachers (those whose dependencies are installed), sorted."""
-    _ensure_builtin_teachers()
-    return sorted(TEACHERS)
-
-
-def unavailable_teachers() -> dict[str, str]:
-    """Built-in teachers whose extra is not installed: name -> the extra that adds them."""
-    _ensure_builtin_teachers()
-    return {name: extra for extra in _MISSING_EXTRAS for name in EXTRA_TEACHERS[extra] if name not in TEACHERS}
-
-
-def make_teacher(name: str, **kwargs: Any) -> Teacher:
-    """A teacher by registry name; unknown names raise with the list of valid ones."""
-    _ensure_builtin_teachers()
-    if name not in TEACHERS:
-        extra = unavailable_teachers().get(name)
-        if extra is not None:
-            raise ImportError(
-                f"teacher {name!r} needs the {extra!r} extra ({_MISSING_EXTRAS[extra]}): pip install 'l2t-env[{extra}]'"
-            )
-        raise ValueError(f"unknown teacher {name!r}; valid: {sorted(TEACHERS)}")
-    return TEACHERS[name](**kwargs)

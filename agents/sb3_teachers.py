@@ -19,7 +19,9 @@ normalised with SB3's ``VecNormalize``; its statistics are saved with the agent 
 (``training=False``, ``norm_reward=False``) when acting.
 
 Hyper-parameters come from RL-Zoo-style YAML files, ``configs/agents/{ppo,a2c,sac,td3}.yaml``
-(or any file passed as ``config=``); keyword arguments override single keys.
+(or any file passed as ``config=``; read by :mod:`l2t_agents.sb3_config`); keyword arguments
+override single keys. The observation wrappers and the seed schedule are in
+:mod:`l2t_agents.sb3_wrappers`.
 ``n_envs`` students train side by side: as single envs in SB3's ``DummyVecEnv`` (default) or, with
 ``vector_env: true``, as one batched ``L2TVectorEnv`` behind :class:`l2t_agents.sb3_vec.SB3VecEnv`.
 Frozen, a teacher acts on one env or on a native vector env (``batched = True``): a batch of
@@ -36,12 +38,12 @@ it was trained). Both SB3 files are pickles: load only agents you trust.
 
 from __future__ import annotations
 
-import ast
 import inspect
 import io
 import json
 import pickle
 import shutil
+import sys
 import tempfile
 import time
 from functools import partial
@@ -51,172 +53,20 @@ from typing import Any, Callable, ClassVar, Optional, Sequence, Union
 import gymnasium as gym
 import numpy as np
 import stable_baselines3
-import torch
-from gymnasium import spaces
 from stable_baselines3 import A2C, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize
 
 from l2t_agents.base import BaseTeacher, is_vector_env, register_teacher
 from l2t_agents.evaluation import _teacher_env_kwargs, make_env
+from l2t_agents.sb3_config import ENV_ID, NOISES, OBSERVATIONS, ZOO_KEYS, learning_rate, load_agent_config, normalize_kwargs, parse_policy_kwargs
 from l2t_agents.sb3_vec import SB3VecEnv, map_rows
-from l2t_env.config_files import config_dir, read_yaml
+from l2t_agents.sb3_wrappers import LayerSummary, SeedSchedule, env_groups, layer_summary, summary_space_of
 
-ENV_ID = "L2T-v0"
-OBSERVATIONS = ("summary", "full")
-#: YAML keys this module interprets itself; every other key goes to the algorithm's constructor.
-ZOO_KEYS = ("n_timesteps", "policy", "n_envs", "vector_env", "normalize", "policy_kwargs", "observation", "noise_type", "noise_std")
-NORMALIZE_KEYS = ("norm_obs", "norm_reward", "clip_obs", "clip_reward", "epsilon", "norm_obs_keys")
-NOISES = {"normal": NormalActionNoise, "ornstein-uhlenbeck": OrnsteinUhlenbeckActionNoise}
 _NOT_FROM_CONFIG = ("self", "policy", "env", "tensorboard_log", "_init_setup_model", "action_noise", "seed")
-_SUMMARY_BOUND = 1e6
-_SUMMARY_FEATURES = ("log10_rms_loss_grad", "rms_phi", "mean_phi")
-
-
-# ---------------------------------------------------------------------------------- observations
-def layer_summary(obs: dict, groups: Sequence[Sequence]) -> dict[str, np.ndarray]:
-    """The ``summary`` observation: the student state and, per DLN layer ``(name, start, stop)``,
-    ``log10 rms(loss_grad)``, ``rms(phi)`` and ``mean(phi)``.
-
-    The hypergradient's scale spans orders of magnitude over an episode, hence its logarithm.
-    """
-    grad = np.asarray(obs["loss_grad"], dtype=np.float64)
-    phi = np.asarray(obs["loss_params"], dtype=np.float64)
-    feats = []
-    for _, start, stop in groups:
-        g, p = grad[start:stop], phi[start:stop]
-        feats += [np.log10(np.sqrt(np.mean(g**2)) + 1e-12), np.sqrt(np.mean(p**2)), np.mean(p)]
-    layers = np.clip(np.asarray(feats), -_SUMMARY_BOUND, _SUMMARY_BOUND).astype(np.float32)
-    return {"student": np.asarray(obs["student"], dtype=np.float32), "layers": layers}
-
-
-def summary_space(student_space: spaces.Box, n_layers: int) -> spaces.Dict:
-    """The observation space of :func:`layer_summary`."""
-    n = len(_SUMMARY_FEATURES) * n_layers
-    return spaces.Dict(
-        {"student": student_space, "layers": spaces.Box(-_SUMMARY_BOUND, _SUMMARY_BOUND, (n,), np.float32)}
-    )
-
-
-def summary_space_of(observation_space: spaces.Space, groups: Sequence[Sequence]) -> spaces.Dict:
-    """:func:`summary_space` for an ``L2T-v0`` observation space; raises unless it has ``loss_grad``."""
-    if not isinstance(observation_space, spaces.Dict) or "loss_grad" not in observation_space.spaces:
-        raise ValueError("the summary observation needs L2T-v0's Dict observation with loss_grad (a look-ahead)")
-    return summary_space(observation_space["student"], len(groups))
-
-
-def env_groups(env: Union[gym.Env, gym.vector.VectorEnv]) -> list[list]:
-    """The env's (or vector env's) action groups (one per DLN layer) as JSON-able ``[name, start, stop]``."""
-    return [[name, s.start, s.stop] for name, s in env.unwrapped.groups]
-
-
-class LayerSummary(gym.ObservationWrapper):
-    """Replaces ``L2T-v0``'s Dict observation with :func:`layer_summary`'s compact Dict."""
-
-    def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
-        self.groups = env_groups(env)
-        self.observation_space = summary_space_of(env.observation_space, self.groups)
-
-    def observation(self, observation: dict) -> dict:
-        return layer_summary(observation, self.groups)
-
-
-class SeedSchedule(gym.Wrapper):
-    """Resets with the next seed of a fixed list, ignoring the seed it is given.
-
-    So training sees exactly the training seeds, in turn (env ``i`` of ``n`` starts at the
-    ``i``-th seed and strides by ``n``), whatever the vectorised env passes to ``reset``.
-    """
-
-    def __init__(self, env: gym.Env, seeds: Sequence[int], start: int = 0, stride: int = 1) -> None:
-        super().__init__(env)
-        if len(seeds) == 0:
-            raise ValueError("SeedSchedule needs at least one seed")
-        self.seeds = [int(s) for s in seeds]
-        self._next = int(start)
-        self.stride = int(stride)
-
-    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[Any, dict]:
-        chosen = self.seeds[self._next % len(self.seeds)]
-        self._next += self.stride
-        return self.env.reset(seed=chosen, options=options)
-
-
-# ---------------------------------------------------------------------------------- config files
-def _check_expression(node: ast.AST, text: str) -> None:
-    """Allow only literals, ``dict(...)`` calls and public attributes of ``nn``/``th``/``torch``."""
-    allowed = (ast.Expression, ast.Call, ast.Name, ast.Attribute, ast.keyword, ast.List, ast.Tuple, ast.Dict,
-               ast.Constant, ast.UnaryOp, ast.USub, ast.Load)
-    for sub in ast.walk(node):
-        if not isinstance(sub, allowed):
-            raise ValueError(f"policy_kwargs {text!r}: {type(sub).__name__} is not allowed in a config expression")
-        if isinstance(sub, ast.Call) and not (isinstance(sub.func, ast.Name) and sub.func.id == "dict"):
-            raise ValueError(f"policy_kwargs {text!r}: only dict(...) may be called")
-        if isinstance(sub, ast.Name) and sub.id not in ("dict", "nn", "th", "torch", "True", "False", "None"):
-            raise ValueError(f"policy_kwargs {text!r}: unknown name {sub.id!r}; valid: dict, nn, th, torch")
-        if isinstance(sub, ast.Attribute) and sub.attr.startswith("_"):
-            raise ValueError(f"policy_kwargs {text!r}: private attribute {sub.attr!r}")
-
-
-def _activation(value: Any) -> Any:
-    """``"Tanh"``, ``"nn.Tanh"`` or ``torch.nn.Tanh`` -> ``torch.nn.Tanh``."""
-    if not isinstance(value, str):
-        return value
-    name = value.split(".")[-1]
-    cls = getattr(torch.nn, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-        raise ValueError(f"activation_fn={value!r} is not a torch.nn module (e.g. 'Tanh', 'ReLU')")
-    return cls
-
-
-def parse_policy_kwargs(value: Union[str, dict, None]) -> dict:
-    """RL-Zoo's ``policy_kwargs``: a mapping, or a string such as
-    ``"dict(net_arch=[64, 64], activation_fn=nn.Tanh)"`` (evaluated with only ``dict`` and torch's
-    ``nn`` in scope, after checking that it holds nothing else)."""
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        tree = ast.parse(value, mode="eval")
-        _check_expression(tree, value)
-        scope = {"__builtins__": {}, "dict": dict, "nn": torch.nn, "th": torch, "torch": torch}
-        value = eval(compile(tree, "<policy_kwargs>", "eval"), scope)  # noqa: S307 - checked above
-    if not isinstance(value, dict):
-        raise ValueError(f"policy_kwargs must be a mapping or a dict(...) string, got {value!r}")
-    out = dict(value)
-    if "activation_fn" in out:
-        out["activation_fn"] = _activation(out["activation_fn"])
-    return out
-
-
-def _learning_rate(value: Any) -> Any:
-    """A float, or RL-Zoo's ``"lin_3e-4"``: linear decay from 3e-4 to 0 over training."""
-    if isinstance(value, str) and value.startswith("lin_"):
-        start = float(value[4:])
-        try:
-            from stable_baselines3.common.utils import LinearSchedule  # SB3 >= 2.6
-        except ImportError:  # pragma: no cover - older SB3
-            from stable_baselines3.common.utils import get_linear_fn
-
-            return get_linear_fn(start, 0.0, 1.0)
-        return LinearSchedule(start, 0.0, 1.0)
-    return float(value)
-
-
-def load_agent_config(config: Union[str, Path]) -> dict:
-    """An agent YAML by built-in name (``ppo``) or path; RL-Zoo's ``{L2T-v0: {...}}`` nesting is accepted."""
-    path = Path(config)
-    if not path.suffix:
-        path = config_dir("agents") / f"{config}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"agent config {str(config)!r} not found (looked for {path})")
-    data = read_yaml(path)
-    if set(data) == {ENV_ID}:
-        data = data[ENV_ID]
-    return dict(data)
 
 
 # ---------------------------------------------------------------------------------- the teachers
@@ -275,26 +125,8 @@ class SB3Teacher(BaseTeacher):
             raise ValueError(f"{self.name}: vector_env={hp['vector_env']!r}; expected true or false")
         if hp.get("noise_type") is not None and hp["noise_type"] not in NOISES:
             raise ValueError(f"{self.name}: noise_type={hp['noise_type']!r}; valid: {sorted(NOISES)}")
-        self._normalize_kwargs(hp.get("normalize", False))
+        normalize_kwargs(hp.get("normalize", False), self.name)
         parse_policy_kwargs(hp.get("policy_kwargs"))
-
-    def _normalize_kwargs(self, value: Any) -> Optional[dict]:
-        """``normalize: true`` or a mapping of ``VecNormalize`` arguments -> those arguments; false -> None."""
-        if isinstance(value, str):  # RL-Zoo writes "{'norm_obs': True, 'norm_reward': False}"
-            try:
-                value = ast.literal_eval(value)
-            except (ValueError, SyntaxError) as err:
-                raise ValueError(f"{self.name}: normalize={value!r} is not a Python literal mapping") from err
-        if value is False or value is None:
-            return None
-        if value is True:
-            return {}
-        if not isinstance(value, dict):
-            raise ValueError(f"{self.name}: normalize={value!r}; expected true, false or a mapping of {list(NORMALIZE_KEYS)}")
-        unknown = sorted(set(value) - set(NORMALIZE_KEYS))
-        if unknown:
-            raise ValueError(f"{self.name}: unknown normalize key(s) {unknown}; valid: {list(NORMALIZE_KEYS)}")
-        return dict(value)
 
     @property
     def observation(self) -> str:
@@ -336,8 +168,9 @@ class SB3Teacher(BaseTeacher):
 
         ``total_timesteps`` defaults to the YAML's ``n_timesteps``; ``env_kwargs`` go to every env
         (task overrides such as ``teaching_steps`` and ``device`` included). TensorBoard logs are
-        written under ``tensorboard_log`` only when it is given. ``progress(done, total)`` is called
-        after each env step.
+        written under ``tensorboard_log`` only when it is given; without it nothing is written
+        (SB3's default logger would leave an empty ``SB3-<date>`` folder in the temp dir each
+        time). ``progress(done, total)`` is called after each env step.
         """
         hp = dict(self.hyperparams)
         seeds = [int(s) for s in seeds]
@@ -354,12 +187,12 @@ class SB3Teacher(BaseTeacher):
             venv = DummyVecEnv([partial(self._train_env, task, seeds, i, n_envs, env_kwargs) for i in range(n_envs)])
             groups = env_groups(venv.envs[0])
         algo_kwargs = {k: v for k, v in hp.items() if k not in ZOO_KEYS}
-        norm = self._normalize_kwargs(hp.get("normalize", False))
+        norm = normalize_kwargs(hp.get("normalize", False), self.name)
         if norm is not None:
             norm = {"gamma": algo_kwargs.get("gamma", 0.99), "norm_obs_keys": list(venv.observation_space.spaces), **norm}
             venv = VecNormalize(venv, **norm)
         if "learning_rate" in algo_kwargs:
-            algo_kwargs["learning_rate"] = _learning_rate(algo_kwargs["learning_rate"])
+            algo_kwargs["learning_rate"] = learning_rate(algo_kwargs["learning_rate"])
         if hp.get("noise_type"):
             n_act = venv.action_space.shape[0]
             algo_kwargs["action_noise"] = NOISES[hp["noise_type"]](np.zeros(n_act), float(hp.get("noise_std", 0.1)) * np.ones(n_act))
@@ -373,6 +206,8 @@ class SB3Teacher(BaseTeacher):
             seed=self.seed,
             **algo_kwargs,
         )
+        if tensorboard_log is None:  # SB3's default logger makes an (empty) SB3-<date> folder in the temp dir
+            model.set_logger(Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)] if model.verbose >= 1 else []))
         start = time.perf_counter()
         model.learn(total, callback=_Progress(progress, total) if progress else None, tb_log_name=self.name)
         train_time = time.perf_counter() - start

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from l2t_agents.base import make_teacher
+from l2t_agents.registry import make_teacher
 from l2t_agents.evaluation import make_vector_env, run_episodes
 
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import _common  # noqa: E402,F401  (puts the repo on sys.path, registers L2T-v0)
-from l2t_agents.base import make_teacher  # noqa: E402
+from l2t_agents.registry import make_teacher  # noqa: E402
 from l2t_agents.evaluation import make_env, run_episode  # noqa: E402
 
 

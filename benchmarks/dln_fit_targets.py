@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 import _common  # noqa: E402,F401  (puts the repo on sys.path, registers L2T-v0)
 from _common import write_json  # noqa: E402
-from l2t_agents.base import make_teacher  # noqa: E402
+from l2t_agents.registry import make_teacher  # noqa: E402
 from l2t_agents.evaluation import make_vector_env, run_episodes  # noqa: E402
 from l2t_env import dln_init  # noqa: E402
 from l2t_env.losses import DynamicLossNetwork  # noqa: E402

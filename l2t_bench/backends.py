@@ -3,7 +3,8 @@
 A backend gets the pending runs and reports each one back to the driver as it ends, either with its
 record (``on_done``) or as a ``RunFailure`` (``on_fail``); it never writes ``runs.jsonl`` itself, so
 the resume rule is the same whatever ran the runs. All call the same plain functions,
-``runner.prepare_agent`` and ``runner.execute_run``.
+``runner.prepare_agent`` and ``runner.execute_run``; the driver above them is
+:func:`l2t_bench.driver.run_bench`.
 
 Task backends: :func:`schedule` runs the pending runs as independent tasks wherever a
 :class:`TaskRunner` sends them: Ray tasks (``--backend ray``, with the resources the config asks for:
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Protocol, Union
 
 from l2t_bench.allocator import keep_large_blocks
-from l2t_bench.config import BenchConfig, RunSpec, import_modules
+from l2t_bench.config import BenchConfig, RunSpec, check_workers, import_modules
 from l2t_bench.numerics import is_pinned, pinned_environment
 from l2t_bench.progress import BenchProgress
 from l2t_bench.runner import (
@@ -73,14 +74,18 @@ def _one_line(err: BaseException) -> str:
 
 class LocalBackend:
     """The runs one after another in this process; a trainable teacher is trained before its first
-    run (or its first batch of seeds). With the config's ``workers`` > 1 (``l2t bench --workers N``),
-    the runs are tasks of :func:`schedule` in N worker processes of this machine instead."""
+    run (or its first batch of seeds). With ``workers`` > 1 (``l2t bench --workers N``, or the
+    config's ``workers``), the runs are tasks of :func:`schedule` in N worker processes of this
+    machine instead. Where runs execute is the backend's, not the runs': it is in no run's key."""
 
     name = "local"
 
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = check_workers(workers, "workers")
+
     def execute(self, cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver) -> None:
-        if cfg.workers > 1:
-            self._execute_in_workers(cfg, out, pending, driver)
+        if self.workers > 1:
+            self._execute_in_workers(cfg, out, pending, driver, self.workers)
             return
         on_done, on_fail, progress = driver.on_done, driver.on_fail, driver.progress
         failed: dict[Path, str] = {}  # agents whose preparation failed: their other runs fail without retrying it
@@ -119,12 +124,12 @@ class LocalBackend:
             on_done(run, record)
 
     @staticmethod
-    def _execute_in_workers(cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver) -> None:
+    def _execute_in_workers(cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver, workers: int) -> None:
         """``workers > 1``: the runs as tasks of :func:`schedule` in that many worker processes, each with
         an equal share of this process's torch threads (at least one)."""
         import torch
 
-        tasks = _PoolTasks(cfg.workers, max(1, torch.get_num_threads() // cfg.workers))
+        tasks = _PoolTasks(workers, max(1, torch.get_num_threads() // workers))
         try:
             schedule(cfg, out, pending, driver, tasks)
         except BaseException:  # Ctrl-C included: stop the workers now; finished runs are already written
@@ -452,12 +457,15 @@ class RayBackend:
             )
 
 
-def make_backend(name: str, address: Optional[str] = None) -> Backend:
-    """A backend by its ``--backend`` name."""
+def make_backend(name: str, address: Optional[str] = None, workers: Optional[int] = None) -> Backend:
+    """A backend by its ``--backend`` name, with its own setting: the Ray cluster's ``address``, or
+    the local backend's number of ``workers`` (default 1)."""
     if name == "local":
         if address:
             raise ValueError(f"--address {address!r} is for --backend ray, not {name!r}")
-        return LocalBackend()
+        return LocalBackend(1 if workers is None else workers)
     if name == "ray":
+        if workers is not None:
+            raise ValueError(f"--workers {workers!r} is for --backend local, not {name!r} (Ray places the runs itself)")
         return RayBackend(address=address)
     raise ValueError(f"unknown backend {name!r}; valid: {list(BACKENDS)}")

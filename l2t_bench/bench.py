@@ -1,5 +1,10 @@
 """``l2t bench``: every teacher x task x seed of a config, resumable, summarised across seeds.
 
+This module is the command only; the harness's functions live where they are defined
+(``l2t_bench.config``: configs and run plans, ``l2t_bench.driver``: ``run_bench``,
+``l2t_bench.backends``, ``l2t_bench.runner``, ``l2t_bench.records``, ``l2t_bench.report``,
+``l2t_bench.stats``, ``l2t_bench.plots``).
+
 A benchmark config (YAML; ``configs/bench/quick.yaml`` is the worked example)::
 
     tasks: [digits-mlp, {name: digits-mlp, label: digits-mlp-50, overrides: {teaching_steps: 50}}]
@@ -75,67 +80,13 @@ from typing import Any
 
 from rich.console import Console
 
-from l2t_bench.config import (  # the harness's public names, re-exported
-    BENCH_KEYS,
-    TASK_ENTRY_KEYS,
-    TEACHER_ENTRY_KEYS,
-    BenchConfig,
-    RunSpec,
-    TaskSpec,
-    TeacherSpec,
-    check_workers,
-    config_hash,
-    load_bench_config,
-    plan_runs,
-    resolve_config_path,
-)
-from l2t_bench.plots import plot_test_acc, plot_val_curves
-from l2t_bench.records import FINAL_KEYS, RUNS_FILE, append_run, read_runs, repair_runs_file, run_record
-from l2t_bench.report import report, summary_table, write_summary
-from l2t_bench.backends import BACKENDS, LocalBackend, RayBackend, make_backend
-from l2t_bench.runner import FAILED_FILE, BenchResult, RunFailure, agent_dir, execute_run, run_bench
-from l2t_bench.stats import bootstrap_ci, iqm, paired_difference, summarise
+from l2t_bench.backends import BACKENDS, make_backend
+from l2t_bench.config import check_workers, load_bench_config, plan_runs
+from l2t_bench.driver import FAILED_FILE, run_bench
+from l2t_bench.records import RUNS_FILE, read_runs
+from l2t_bench.report import report
+from l2t_bench.runner import RunFailure
 from l2t_env.config_files import builtin_names
-
-__all__ = [
-    "BENCH_KEYS",
-    "TASK_ENTRY_KEYS",
-    "TEACHER_ENTRY_KEYS",
-    "BenchConfig",
-    "RunSpec",
-    "TaskSpec",
-    "TeacherSpec",
-    "config_hash",
-    "load_bench_config",
-    "plan_runs",
-    "resolve_config_path",
-    "plot_test_acc",
-    "plot_val_curves",
-    "FINAL_KEYS",
-    "RUNS_FILE",
-    "append_run",
-    "read_runs",
-    "repair_runs_file",
-    "run_record",
-    "report",
-    "summary_table",
-    "write_summary",
-    "agent_dir",
-    "run_bench",
-    "execute_run",
-    "BenchResult",
-    "RunFailure",
-    "BACKENDS",
-    "LocalBackend",
-    "RayBackend",
-    "make_backend",
-    "bootstrap_ci",
-    "iqm",
-    "paired_difference",
-    "summarise",
-    "add_parser",
-    "run",
-]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -168,8 +119,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_bench_config(args.config) if args.config else None
     if cfg is not None and args.device:
         cfg.device = args.device
-    if cfg is not None and getattr(args, "workers", None) is not None:
-        cfg.workers = check_workers(args.workers, "--workers")
+    workers = getattr(args, "workers", None)
+    if workers is not None:
+        workers = check_workers(workers, "--workers")
     if args.tasks or args.teachers:
         if cfg is None:
             raise ValueError("--tasks/--teachers select labels of a config: give --config too")
@@ -187,7 +139,10 @@ def run(args: argparse.Namespace) -> int:
         if not records:
             raise ValueError(f"{out / RUNS_FILE} holds no runs" + (f" of config {cfg.name!r}" if cfg else ""))
     else:
-        backend = make_backend(getattr(args, "backend", "local"), getattr(args, "address", None))
+        name = getattr(args, "backend", "local")
+        if workers is None and name == "local":
+            workers = cfg.workers  # the config's default for the local backend
+        backend = make_backend(name, getattr(args, "address", None), workers=workers)
         try:
             result = run_bench(cfg, out, backend=backend, console=console, quiet=args.quiet, tensorboard=args.tensorboard)
         except KeyboardInterrupt:

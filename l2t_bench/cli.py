@@ -12,7 +12,7 @@ from l2t_bench.numerics import is_pinned, run_pinned
 
 
 def list_things(args: argparse.Namespace) -> int:
-    from l2t_agents.base import available_teachers, unavailable_teachers
+    from l2t_agents.registry import available_teachers, unavailable_teachers
     from l2t_env.config_files import builtin_names
 
     print("tasks:    " + ", ".join(builtin_names("tasks")))

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from l2t_env.data import BatchStream, Batches, EpochSampler, IndexStream, splits_from_indices
-from l2t_env.functional import FunctionalStudent, UnrollStats
+from l2t_env.functional import FunctionalStudent, UnrollRecord, UnrollStats
 from l2t_env.tasks import TaskConfig, build_student
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -176,8 +176,6 @@ def load_env_state_dict(env: "L2TEnv", state: dict[str, Any]) -> None:
 def prepare_env_state(env: "L2TEnv", state: dict[str, Any]) -> Callable[[], None]:
     """Check and build everything of ``state`` for ``env`` without touching it; return the commit
     (which cannot fail). The vector env prepares all its sub-envs before it commits any."""
-    from l2t_env.env import _Unroll  # the env module imports this one
-
     check_compatible(env, state)
     cfg, device, dtype = env.config, env.device, env.dtype
     put = lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)  # noqa: E731
@@ -207,7 +205,7 @@ def prepare_env_state(env: "L2TEnv", state: dict[str, Any]) -> Callable[[], None
     unroll = None
     if u is not None:
         stats = UnrollStats(**{key: put(value) for key, value in u["stats"].items()})
-        unroll = _Unroll(u["step"], put(u["phi"]), [put(p) for p in u["params"]], [put(b) for b in u["buffers"]], stats)
+        unroll = UnrollRecord(u["step"], put(u["phi"]), [put(p) for p in u["params"]], [put(b) for b in u["buffers"]], stats)
 
     loss_grad = None if state["loss_grad"] is None else put(state["loss_grad"])
     episode, n_fixed = state["episode"], split["n_fixed"]
@@ -244,13 +242,11 @@ def vector_state_dict(venv: "L2TVectorEnv") -> dict[str, Any]:
     """A snapshot of the N episodes of an ``L2TVectorEnv`` (``venv.state_dict()``): the single env's
     contents per sub-env (the loop's sub-envs' own states; the vmap core's stacked rows), the
     autoreset mask and the vector env's seeds."""
-    from l2t_env.vector_env import _LoopCore
-
     if not venv._ready:
         raise RuntimeError("call reset() first: there is no episode to save")
     core = venv._core
     tpl = venv._template
-    if isinstance(core, _LoopCore):
+    if venv.batching == "loop":  # the sub-envs' own states
         body: dict[str, Any] = {"envs": [env_state_dict(env) for env in core.envs]}
     else:
         unroll = core._unroll
@@ -313,8 +309,6 @@ def _fit(what: str, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def load_vector_state_dict(venv: "L2TVectorEnv", state: Any) -> None:
     """Make ``venv`` continue the saved N episodes. Everything is checked and built before the env
     is touched, so a state that does not fit raises, naming both sides, and leaves the env as it was."""
-    from l2t_env.vector_env import _BatchedUnroll, _LoopCore
-
     if not isinstance(state, dict) or state.get("format") != VECTOR_FORMAT:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         hint = " (a single env's state: load it into L2TEnv)" if got == FORMAT else ""
@@ -329,7 +323,7 @@ def load_vector_state_dict(venv: "L2TVectorEnv", state: Any) -> None:
     if autoreset.shape != (venv.num_envs,):
         raise ValueError(f"the state's autoreset mask has shape {autoreset.shape}, expected ({venv.num_envs},)")
     core, body = venv._core, state["core"]
-    if isinstance(core, _LoopCore):
+    if venv.batching == "loop":
         commits = [prepare_env_state(env, sub) for env, sub in zip(core.envs, body["envs"])]
 
         def commit() -> None:
@@ -377,7 +371,7 @@ def load_vector_state_dict(venv: "L2TVectorEnv", state: Any) -> None:
         unroll = None
         if u is not None:
             put = lambda t: t.to(device=core.device, dtype=core.dtype if t.is_floating_point() else t.dtype)  # noqa: E731
-            unroll = _BatchedUnroll(
+            unroll = core.unroll_record(
                 u["t"].numpy().copy(),
                 _fit("kept look-ahead's phi", u["phi"], core.phi),
                 [_fit(f"kept look-ahead's parameter {i}", s, t) for i, (s, t) in enumerate(zip(u["params"], core.params))],

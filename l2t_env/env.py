@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 import gymnasium as gym
@@ -14,7 +13,7 @@ from gymnasium import spaces
 
 from l2t_env import checkpoint
 from l2t_env.data import BatchStream, Batches, check_batch_sizes, split_data
-from l2t_env.functional import FunctionalStudent, MeasureFn, UnrollStats, checkpointed_val_loss, evaluate, sgd_unroll, summarise
+from l2t_env.functional import FunctionalStudent, MeasureFn, UnrollRecord, checkpointed_val_loss, evaluate, sgd_unroll, summarise
 from l2t_env import rules
 from l2t_env.losses import LossFamily, make_loss_family
 from l2t_env.rules import (  # noqa: F401  (public names of this module since v0)
@@ -63,17 +62,6 @@ def _cached_raw_data(config: TaskConfig) -> RawData:
     if key not in _RAW_CACHE:
         _RAW_CACHE[key] = load_raw_data(config)
     return _RAW_CACHE[key]
-
-
-@dataclass
-class _Unroll:
-    """A differentiable look-ahead kept so that committing the same phi needs no second run."""
-
-    step: int
-    phi: torch.Tensor
-    params: list[torch.Tensor]
-    buffers: list[torch.Tensor]
-    stats: UnrollStats
 
 
 
@@ -416,7 +404,7 @@ class L2TEnv(gym.Env):
         self._x_fixed, self._y_fixed = self.splits.x_val[:n_fixed], self.splits.y_val[:n_fixed]
         self.t = 0
         self.student_steps = 0
-        self._unroll: Optional[_Unroll] = None
+        self._unroll: Optional[UnrollRecord] = None
         self._next = self.stream.next()
         self.val_loss, self.val_acc = (v.item() for v in evaluate(self.student, self.params, self.buffers, self._x_fixed, self._y_fixed))
         self._last = self._initial_stats(self._next)
@@ -541,7 +529,7 @@ class L2TEnv(gym.Env):
             val_buffers = [buf.clone() for buf in buffers]  # the val forward must not move the kept stats
             val_loss = measure(self.student(params, val_buffers, b.x_val), b.y_val)
         if steps == self.config.unroll_steps:
-            self._unroll = _Unroll(self.t, phi.detach().clone(), [p.detach() for p in params], buffers, stats)
+            self._unroll = UnrollRecord(self.t, phi.detach().clone(), [p.detach() for p in params], buffers, stats)
         return val_loss
 
     def loss_gradient(self) -> torch.Tensor:

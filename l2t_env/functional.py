@@ -95,6 +95,19 @@ class UnrollStats:
     finite: torch.Tensor  # bool: every loss and every parameter stayed finite
 
 
+@dataclass
+class UnrollRecord:
+    """A differentiable look-ahead kept (by the env, and in its checkpoints) so that committing the
+    same phi at the same step needs no second unroll: the step, phi, the unrolled parameters and
+    buffers, and the unroll's statistics."""
+
+    step: int
+    phi: torch.Tensor
+    params: list[torch.Tensor]
+    buffers: list[torch.Tensor]
+    stats: UnrollStats
+
+
 def sgd_unroll(
     student: FunctionalStudent,
     params: list[torch.Tensor],

@@ -356,6 +356,9 @@ class _VmapCore:
     (CPU indices, as the single env draws them) and gathered for all students at once.
     """
 
+    #: the record of a kept look-ahead (:mod:`l2t_env.checkpoint` rebuilds one from a state)
+    unroll_record = _BatchedUnroll
+
     def __init__(self, owner: L2TVectorEnv, template: L2TEnv) -> None:
         self.owner = owner
         self.env = template

@@ -14,10 +14,10 @@ import yaml
 from rich.console import Console
 
 from l2t_bench import cli
-from l2t_bench.backends import import_ray, make_backend
+from l2t_bench.backends import LocalBackend, import_ray, make_backend
 from l2t_bench.config import load_bench_config
 from l2t_bench.records import read_runs
-from l2t_bench.runner import run_bench
+from l2t_bench.driver import run_bench
 
 TINY = {
     "tasks": [{"name": "digits-mlp", "overrides": {"teaching_steps": 2}}],
@@ -149,10 +149,12 @@ def test_backend_choice_errors(monkeypatch):
         import_ray()
 
 
-def test_ray_runs_on_cuda_must_ask_for_a_gpu():
-    pytest.importorskip("ray")
+def test_ray_runs_on_cuda_must_ask_for_a_gpu(monkeypatch):
+    """The check runs before Ray is imported: it needs no Ray installed."""
     from l2t_bench.backends import RayBackend
     from l2t_bench.config import plan_runs
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as on an install without the extra
 
     cfg = load_bench_config({**TINY, "device": "cuda", "teachers": ["ce", {"name": "hypergrad", "resources": {"num_gpus": 0.5}}]})
     with pytest.raises(ValueError, match=r"device='cuda', but the runs of \['digits-mlp / ce'\] ask Ray for no GPU"):
@@ -191,14 +193,14 @@ def test_workers_run_the_bench_in_processes(tmp_path, capsys):
 def test_a_worker_that_dies_fails_its_run_and_the_rerun_finishes(tmp_path):
     marker = tmp_path / "killed"
     cfg = load_bench_config({
-        **TINY, "workers": 2, "batch_seeds": False,
+        **TINY, "batch_seeds": False,
         "teachers": [{"name": "test-sigkill-once", "kwargs": {"marker": str(marker), "kill_at": 1}}],
     })
-    result = run_bench(cfg, tmp_path / "out")
+    result = run_bench(cfg, tmp_path / "out", backend=LocalBackend(workers=2))
     assert marker.exists() and result.failures  # the killed worker's run, and any other in flight then
     assert all("a worker process died" in f.error for f in result.failures)
     assert len(result.records) + len(result.failures) == 2
-    again = run_bench(cfg, tmp_path / "out")  # the rerun resumes: every seed finished once
+    again = run_bench(cfg, tmp_path / "out", backend=LocalBackend(workers=2))  # the rerun resumes: every seed finished once
     assert not again.failures
     assert sorted(r["seed"] for r in read_runs(tmp_path / "out" / "runs.jsonl")) == [0, 1]
 
@@ -224,8 +226,7 @@ def test_ctrl_c_stops_the_workers_and_keeps_finished_runs(tmp_path):
         time.sleep(0.5)
     assert len(read_runs(runs)) == 2  # ce's two seeds; test-sleeps still asleep in the workers
     proc.send_signal(signal.SIGINT)
-    start = time.time()
-    text, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and time.time() - start < 30, text
+    text, _ = proc.communicate(timeout=100)  # test-sleeps sleeps 120 s: waiting for it would time out here
+    assert proc.returncode == 130, text
     assert "interrupted: finished runs are in" in text
     assert sorted(r["teacher"] for r in read_runs(runs)) == ["ce", "ce"]

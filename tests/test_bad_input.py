@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import gymnasium as gym
 import pytest
@@ -28,10 +27,8 @@ def test_batch_larger_than_training_split_names_its_size():
     # digits-mlp: 1,438 in the pool, val_fraction=0.25 holds out 360 -> 1,078 training examples
     with pytest.raises(ValueError, match=r"batch_size=5000 .*training split.* 1078 examples.*batch_size <= 1078"):
         gym.make("L2T-v0", batch_size=5000)
-    start = time.perf_counter()
     with pytest.raises(ValueError, match=r"batch_size=100000"):
         gym.make("L2T-v0", batch_size=100000)
-    assert time.perf_counter() - start < 5.0  # fails before any training, not after minutes
     env = gym.make("L2T-v0", batch_size=1078, teaching_steps=1, unroll_steps=1, lookahead="off")
     env.reset(seed=0)  # the largest batch that fits is accepted
 
@@ -75,22 +72,24 @@ def test_student_with_fewer_outputs_than_classes_fails_at_build():
 def test_labels_outside_the_class_range_are_named():
     with pytest.raises(ValueError, match=r"y_pool holds labels in \[0, 4\], expected 0\.\.2"):
         toy_data(classes=5, num_classes=3)
-    x = torch.randn(10, 2)
+    rng = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 2, generator=rng)
     with pytest.raises(ValueError, match=r"y_test holds labels in \[-1, 1\], expected 0\.\.1"):
         RawData.from_tensors(x, torch.arange(10) % 2, x, torch.arange(10) % 3 - 1, num_classes=2)
 
 
 def test_non_finite_inputs_are_named_with_their_first_example():
-    x = torch.randn(30, 4)
+    rng = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 4, generator=rng)
     x[7, 2] = float("nan")
     x[9] = float("inf")
     y = torch.arange(30) % 2
     with pytest.raises(ValueError, match=r"x_pool holds 5 non-finite value\(s\) \(NaN or inf\) in 2 example\(s\), the first at index 7"):
-        RawData.from_tensors(x, y, torch.randn(5, 4), y[:5])
+        RawData.from_tensors(x, y, torch.randn(5, 4, generator=rng), y[:5])
     with pytest.raises(ValueError, match=r"x_test holds 5 non-finite value\(s\) .* in 2 example\(s\), the first at index 0"):
-        RawData.from_tensors(torch.randn(30, 4), y, x[7:12], y[:5])
+        RawData.from_tensors(torch.randn(30, 4, generator=rng), y, x[7:12], y[:5])
     with pytest.raises(ValueError, match=r"x_test examples have shape \(3,\), expected \(4,\)"):
-        RawData.from_tensors(torch.randn(30, 4), y, torch.randn(5, 3), y[:5])
+        RawData.from_tensors(torch.randn(30, 4, generator=rng), y, torch.randn(5, 3, generator=rng), y[:5])
 
 
 def test_dry_forward_leaves_the_global_random_stream_alone():

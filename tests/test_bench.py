@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,16 +13,9 @@ import numpy as np
 import pytest
 
 from l2t_bench import cli
-from l2t_bench.bench import (
-    bootstrap_ci,
-    iqm,
-    load_bench_config,
-    paired_difference,
-    plan_runs,
-    read_runs,
-    repair_runs_file,
-    summarise,
-)
+from l2t_bench.config import load_bench_config, plan_runs
+from l2t_bench.records import read_runs, repair_runs_file
+from l2t_bench.stats import bootstrap_ci, iqm, paired_difference, summarise
 
 REPO = Path(__file__).resolve().parent.parent
 ALL_TEACHERS = {"ce", "fixed", "random", "hypergrad", "l2t-dln", "l2t-dlf", "l2t-dfm", "ppo", "a2c", "sac", "td3"}
@@ -171,25 +163,24 @@ def test_paired_difference_uses_common_seeds_only():
 BASE = {"tasks": ["digits-mlp"], "teachers": ["ce"], "seeds": [0, 1]}
 
 
-def test_train_seeds_must_be_disjoint_from_seeds():
+def test_train_seeds_must_be_disjoint_from_seeds(tmp_path):
     pytest.importorskip("stable_baselines3")
     cfg = {**BASE, "teachers": ["ce", "ppo"], "seeds": [0, 1, 2], "train_seeds": [2, 3]}
     with pytest.raises(ValueError, match=r"train_seeds and seeds share \[2\]"):
         load_bench_config(cfg)
     with pytest.raises(ValueError, match="give 'train_seeds'"):
         load_bench_config({**cfg, "train_seeds": []})
-    assert cli.main(["bench", "--config", str(_write(cfg)), "--out", "/tmp/never-written"]) == 2
+    out = tmp_path / "never-written"
+    assert cli.main(["bench", "--config", str(_write(tmp_path, cfg)), "--out", str(out)]) == 2
+    assert not out.exists()
 
 
-def _write(cfg: dict) -> Path:
-    import tempfile
-
+def _write(folder: Path, cfg: dict) -> Path:
     import yaml
 
-    fd, name = tempfile.mkstemp(suffix=".yaml")
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(cfg, fh)
-    return Path(name)
+    path = folder / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from l2t_bench.bench import load_bench_config, plan_runs
-from l2t_bench.runner import batch_groups, run_bench
+from l2t_bench.config import load_bench_config, plan_runs
+from l2t_bench.driver import run_bench
+from l2t_bench.runner import batch_groups
 
 CONFIG = {
     "name": "batched",

@@ -223,6 +223,45 @@ def test_dfm_shorter_horizon_learns_through_fewer_steps_and_commits_all_k():
         L2TDFMTeacher(horizon=0)
 
 
+def test_dfm_teacher_gradient_matches_central_finite_differences_in_float64():
+    """The gradient the L2T-DFM teacher's update uses (the look-ahead measure, back through the
+    metric weights to the GRU and head), against central differences of that measure."""
+    teacher = L2TDFMTeacher()
+    env = tiny(teacher)
+    obs, _ = env.reset(seed=0)
+    teacher.reset(env)
+    core = env.unwrapped
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # move off the zero head, so that every weight has a gradient
+        for p in teacher.net.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    params = list(teacher.net.parameters())
+    hidden = teacher.hidden.clone()
+    horizon = teacher.config.horizon
+    steps = None if horizon is None else min(int(horizon), core.config.unroll_steps)
+    teacher.optimizer.step = lambda *args, **kwargs: None  # keep the weights: read the gradient the update uses
+    teacher.act(obs)
+    grads = [p.grad.clone() for p in params]
+
+    def measure() -> float:
+        teacher.hidden = hidden.clone()  # weights_for advances the memory: start each from the same
+        return core.unrolled_val_loss(teacher.weights_for(obs), steps=steps).item()
+
+    direction = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+    analytic = sum((g * d).sum() for g, d in zip(grads, direction)).item()
+    eps = 1e-6
+    values = []
+    for sign in (1.0, -1.0):
+        with torch.no_grad():
+            for p, d in zip(params, direction):
+                p.add_(sign * eps * d)
+        values.append(measure())
+        with torch.no_grad():
+            for p, d in zip(params, direction):
+                p.sub_(sign * eps * d)
+    fd = (values[0] - values[1]) / (2 * eps)
+    assert abs(analytic) > 1e-8, analytic  # not a vacuous comparison
+    assert analytic == pytest.approx(fd, rel=1e-5, abs=1e-10)
 # ------------------------------------------------------------------ l2t-dlf: doing no harm to its start
 def _dlf_start(env) -> torch.Tensor:
     core = env.unwrapped

@@ -16,7 +16,8 @@ import l2t_env  # noqa: F401
 from l2t_agents import make_env, make_teacher, run_episode
 from l2t_bench.config import load_bench_config, plan_runs
 from l2t_bench.episodes import check_checkpoint_every, run_checkpointed_episode, save_atomic
-from l2t_bench.runner import checkpoint_path, run_bench
+from l2t_bench.driver import run_bench
+from l2t_bench.runner import checkpoint_path
 
 TINY = dict(teaching_steps=8, unroll_steps=3, student_kwargs={"hidden": [16]})
 

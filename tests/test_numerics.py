@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from l2t_bench import cli
-from l2t_bench.bench import read_runs
+from l2t_bench.records import read_runs
 from l2t_bench.numerics import PIN_FLAG, PINNED_ENV, cpu_model, describe, is_pinned
 
 REPO = Path(__file__).resolve().parent.parent

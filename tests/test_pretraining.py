@@ -11,7 +11,8 @@ import l2t_env  # noqa: F401
 from l2t_agents import make_env, make_teacher, run_episode
 from l2t_agents.pretraining import PretrainPlan, check_disjoint_seeds, pretrain, pretrained_meta, save_pretrained
 from l2t_bench import cli
-from l2t_bench.bench import load_bench_config, plan_runs, run_bench
+from l2t_bench.config import load_bench_config, plan_runs
+from l2t_bench.driver import run_bench
 
 TINY = dict(teaching_steps=3, unroll_steps=3, batch_size=8, val_batch_size=16, student_kwargs={"hidden": [16]})
 

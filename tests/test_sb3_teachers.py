@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 
 import gymnasium as gym
 import numpy as np
@@ -13,7 +15,8 @@ pytest.importorskip("stable_baselines3")
 
 import l2t_env  # noqa: E402,F401  (registers L2T-v0)
 from l2t_agents import make_env, make_teacher, make_vector_env  # noqa: E402
-from l2t_agents.sb3_teachers import SeedSchedule, parse_policy_kwargs  # noqa: E402
+from l2t_agents.sb3_config import parse_policy_kwargs  # noqa: E402
+from l2t_agents.sb3_wrappers import SeedSchedule  # noqa: E402
 
 TINY = {"teaching_steps": 3}
 # Small enough that each agent trains in about a second on a 2-core CPU.
@@ -141,6 +144,23 @@ def test_load_rejects_another_algorithm(trained, tmp_path):
     other = "ppo" if trained.name != "ppo" else "sac"
     with pytest.raises(ValueError, match=f"holds a '{trained.name}' teacher"):
         make_teacher(other).load(tmp_path / "agent")
+
+
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_training_writes_nothing_to_the_temp_dir(tmp_path, monkeypatch, verbose):
+    """Without ``tensorboard_log`` nothing is written: SB3's default logger would leave an empty
+    ``SB3-<date>`` folder in the temp dir after every training."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # the temp dir SB3 would write to, ours alone
+
+    def entries() -> list[str]:  # torch may put its compiler cache (torchinductor_<user>) there: not ours
+        return sorted(name for name in os.listdir(temp) if not name.startswith("torchinductor_"))
+
+    before = entries()
+    make_teacher("a2c", n_steps=3, verbose=verbose).train("digits-mlp", [100], total_timesteps=3, env_kwargs=TINY)
+    assert entries() == before == []
 
 
 def test_untrained_teacher_refuses_to_act():

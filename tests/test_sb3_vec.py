@@ -15,7 +15,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecCheckNan  # noqa: E
 
 import l2t_env  # noqa: E402,F401  (registers L2T-v0)
 from l2t_agents import make_env, make_teacher  # noqa: E402
-from l2t_agents.sb3_teachers import env_groups, layer_summary, summary_space  # noqa: E402
+from l2t_agents.sb3_wrappers import env_groups, layer_summary, summary_space  # noqa: E402
 from l2t_agents.sb3_vec import SB3VecEnv  # noqa: E402
 
 TINY = {"teaching_steps": 3}

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import l2t_env  # noqa: F401  (registers L2T-v0)
-from l2t_agents.base import TEACHERS, make_teacher
+from l2t_agents.base import TEACHERS
+from l2t_agents.registry import make_teacher
 from l2t_agents.evaluation import make_env, make_vector_env
 from l2t_env.data import IndexStream, noisy_labels, split_data, split_indices, split_sizes
 from l2t_env.tasks import RawData, TaskConfig, available_tasks, load_raw_data, load_task

@@ -281,7 +281,8 @@ def test_ce_init_fits_the_pairwise_logistic_gradient():
 def test_score_pairs_matches_the_loss_rows():
     family = DynamicLossNetwork()
     phi = _init(0)
-    logits, y = torch.randn(6, 10), torch.randint(0, 10, (6,))
+    rng = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(6, 10, generator=rng), torch.randint(0, 10, (6,), generator=rng)
     s = torch.sigmoid(logits)
     rows = torch.stack([s.gather(1, y[:, None]).expand_as(s), s], dim=-1)
     scores = family.score_pairs(phi, rows.reshape(-1, 2)).view(6, 10)

@@ -95,3 +95,22 @@ def test_checkpointed_unroll_is_first_order_only_and_validated():
     assert not grad.requires_grad  # once_differentiable: no silent wrong second derivative
     with pytest.raises(TypeError, match="checkpoint_unroll='yes'"):
         gym.make("L2T-v0", checkpoint_unroll="yes")
+
+
+def test_checkpointed_hypergradient_with_batchnorm_matches_finite_differences():
+    """Against an independent expectation, not only the graph unroll: the checkpointed look-ahead's
+    gradient along a direction equals the central difference of the look-ahead loss (float64)."""
+    _, ckpt = pair("random-cifar10-resnet8")
+    ckpt.reset(seed=3)
+    core = ckpt.unwrapped
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(core.n_phi, dtype=torch.float64, generator=gen)
+    # a point near the DLN's initial phi, not at it: the loss is only one-sided smooth there along v
+    phi0 = core.phi.detach() + 0.01 * torch.randn(core.n_phi, dtype=torch.float64, generator=gen)
+    phi = phi0.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(core.unrolled_val_loss(phi), phi)
+    slope = float(grad @ v)
+    eps = 1e-7
+    up, down = (float(core.unrolled_val_loss(phi0 + s * eps * v).detach()) for s in (1, -1))
+    assert abs(slope) > 1e-3
+    assert (up - down) / (2 * eps) == pytest.approx(slope, rel=1e-5)

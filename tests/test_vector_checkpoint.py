@@ -18,9 +18,10 @@ import yaml
 
 import l2t_env  # noqa: F401
 from l2t_agents import make_teacher, make_vector_env, run_episodes
-from l2t_bench.bench import load_bench_config, plan_runs
+from l2t_bench.config import load_bench_config, plan_runs
+from l2t_bench.driver import run_bench
 from l2t_bench.episodes import run_checkpointed_episodes
-from l2t_bench.runner import batch_checkpoint_path, batch_groups, run_bench
+from l2t_bench.runner import batch_checkpoint_path, batch_groups
 
 # 3 teaching steps: the 7 steps below end every episode at step 3, autoreset all at step 4
 TINY = dict(task="digits-mlp", teaching_steps=3, unroll_steps=2, student_kwargs={"hidden": [16]})

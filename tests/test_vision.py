@@ -62,13 +62,15 @@ def test_wide_resnet8_reference_head_count():
 def test_lenet_parameter_count_and_shape():
     model = resnets.LeNet5((1, 28, 28), 10)
     assert n_params(model) == 61_706
-    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    rng = torch.Generator().manual_seed(0)
+    assert model(torch.randn(3, 1, 28, 28, generator=rng)).shape == (3, 10)
 
 
 @pytest.mark.parametrize("builder", ["resnet20", "resnet32", "resnet8_wide"])
 def test_resnet_output_shapes(builder):
     model = getattr(resnets, builder)((3, 32, 32), 100)
-    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+    rng = torch.Generator().manual_seed(0)
+    assert model(torch.randn(2, 3, 32, 32, generator=rng)).shape == (2, 100)
 
 
 def test_students_are_built_through_the_registry_deterministically():
@@ -91,7 +93,8 @@ def test_functional_call_second_order(builder, shape):
     model.train()
     params = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
-    x, y = torch.randn(4, *shape), torch.tensor([0, 1, 2, 3])
+    rng = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, *shape, generator=rng), torch.tensor([0, 1, 2, 3])
 
     loss = F.cross_entropy(functional_call(model, (params, buffers), (x,)), y)
     grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
@@ -162,7 +165,8 @@ def test_crop_flip_full_size_images():
 
 
 def test_crop_flip_is_seeded():
-    x = torch.randn(64, 3, 32, 32)
+    rng = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, 32, 32, generator=rng)
     a = random_crop_flip(x, torch.Generator().manual_seed(7))
     b = random_crop_flip(x, torch.Generator().manual_seed(7))
     c = random_crop_flip(x, torch.Generator().manual_seed(8))
@@ -176,7 +180,8 @@ def test_crop_flip_is_seeded():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device to compare devices")
 def test_crop_flip_same_on_cuda_and_cpu():
-    x = torch.randn(375, 3, 32, 32)
+    rng = torch.Generator().manual_seed(0)
+    x = torch.randn(375, 3, 32, 32, generator=rng)
     cpu = random_crop_flip(x, torch.Generator().manual_seed(3))
     gpu = random_crop_flip(x.cuda(), torch.Generator().manual_seed(3))
     assert gpu.device.type == "cuda"
@@ -184,8 +189,9 @@ def test_crop_flip_same_on_cuda_and_cpu():
 
 
 def test_crop_flip_rejects_flat_input():
+    rng = torch.Generator().manual_seed(0)
     with pytest.raises(ValueError, match="N, C, H, W"):
-        random_crop_flip(torch.randn(4, 3072), torch.Generator())
+        random_crop_flip(torch.randn(4, 3072, generator=rng), torch.Generator())
 
 
 # ---------------------------------------------------------------- loaders
