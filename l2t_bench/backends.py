@@ -190,6 +190,19 @@ def _unpacked(agent_files: Optional[dict[str, bytes]]) -> Iterator[Optional[Path
         yield unpack_agent(agent_files, Path(tmp) / name)
 
 
+def _on_node(records: list[dict]) -> list[dict]:
+    """The records with where they ran (``node``: the Ray node's id and the host name) when this is a
+    Ray worker; unchanged in a worker process of ``--workers`` (the same functions run there)."""
+    import socket
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return records
+    node = {"id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
+    return [{**record, "node": node} for record in records]
+
+
 def _remote_run(
     cfg: BenchConfig, run: RunSpec, agent_files: Optional[dict[str, bytes]], agent_label: Optional[str], checkpoint: Optional[str]
 ) -> dict:
@@ -202,7 +215,7 @@ def _remote_run(
     import_modules(cfg.imports)
     ckpt = Path(checkpoint) if checkpoint else None
     with _unpacked(agent_files) as agent:
-        return execute_run(cfg, run, agent, agent_label if agent else None, ckpt)
+        return _on_node([execute_run(cfg, run, agent, agent_label if agent else None, ckpt)])[0]
 
 
 def _remote_batch(
@@ -215,7 +228,7 @@ def _remote_batch(
     import_modules(cfg.imports)
     ckpt = Path(checkpoint) if checkpoint else None
     with _unpacked(agent_files) as agent:
-        return execute_batched(cfg, runs, agent, agent_label if agent else None, ckpt)
+        return _on_node(execute_batched(cfg, runs, agent, agent_label if agent else None, ckpt))
 
 
 class TaskRunner(Protocol):

@@ -69,3 +69,60 @@ class SleepingTeacher(FixedTeacher):
 
         time.sleep(self.seconds)
         return super().act(obs)
+
+
+@register_teacher("test-announces")
+class AnnouncingTeacher(FixedTeacher):
+    """On its first action, writes a file named after its seed into ``folder`` holding the Ray node
+    it runs on (or ``local``), then sleeps ``seconds``: a run whose node the test can see and remove
+    while it is in progress. Then acts as ``fixed``; one env at a time (``batched = False``)."""
+
+    batched = False
+
+    def __init__(self, folder: str, seconds: float = 0.0) -> None:
+        super().__init__()
+        self.folder, self.seconds = Path(folder), float(seconds)
+
+    def act(self, obs: Any) -> np.ndarray:
+        if int(self.env.unwrapped.t) == 0:
+            import sys
+            import time
+
+            ray = sys.modules.get("ray")
+            node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else "local"
+            seed = int(self.env.unwrapped.np_random_seed)
+            with open(self.folder / f"seed{seed}.{os.getpid()}", "w") as fh:
+                fh.write(node)
+            time.sleep(self.seconds)
+        return super().act(obs)
+
+
+class _SlowToPickle:
+    """Sleeps while it is pickled: it stretches a checkpoint's write (the ``.tmp`` file is open) to
+    ``seconds``, so that a test can kill the process in the middle of it. Unpickles as a float."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = float(seconds)
+
+    def __reduce__(self) -> tuple:
+        import time
+
+        time.sleep(self.seconds)
+        return (float, (self.seconds,))
+
+
+@register_teacher("test-slow-checkpoint")
+class SlowCheckpointTeacher(FixedTeacher):
+    """``fixed`` whose mid-episode checkpoints take ``seconds`` to write; one env at a time."""
+
+    batched = False
+
+    def __init__(self, seconds: float = 1.0) -> None:
+        super().__init__()
+        self.seconds = float(seconds)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "slow": _SlowToPickle(self.seconds)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict({k: v for k, v in state.items() if k != "slow"})
