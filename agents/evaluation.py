@@ -159,6 +159,8 @@ def run_episodes(
     teacher: Teacher,
     seed: Union[int, Sequence[int]],
     on_step: Optional[Callable[[int, dict], Any]] = None,
+    *,
+    resume: Optional[tuple[list[EpisodeRecord], Any]] = None,
 ) -> list[EpisodeRecord]:
     """Teach the N students of a vector env, one episode each, from ``reset(seed=seed)``
     (sub-env ``i`` gets ``seed + i``, or ``seed[i]`` for a list): one record per sub-env, as
@@ -167,24 +169,18 @@ def run_episodes(
     Each sub-env is recorded until its own episode ends (a diverged one early; the steps the
     vector env then takes for it belong to its next episode and are not recorded). A record's
     ``wall_time`` is the batched run's wall time divided by N (the per-seed share).
-    ``on_step(t, info)`` is called after each step with the vector info.
+    ``on_step(t, info)`` is called after each step with the vector info (a logger, a checkpoint).
+    ``resume``: ``(records, obs)`` of episodes that ``env`` and ``teacher`` already hold at step
+    ``max(record.steps)`` (from :func:`start_episodes`, or restored from a checkpoint); they are
+    continued, with no reset (a record with a ``final`` is finished), and returned.
     """
+    records, obs = start_episodes(env, teacher, seed) if resume is None else resume
     n = env.num_envs
-    seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
-    if len(seeds) != n:
-        raise ValueError(f"run_episodes: {len(seeds)} seeds for a vector env of num_envs={n}")
-    task = getattr(env.unwrapped, "config", None)
-    records = [EpisodeRecord(teacher=teacher.name, task=getattr(task, "name", "?"), seed=s) for s in seeds]
-    start = time.perf_counter()
-    obs, info = env.reset(seed=seeds)
-    teacher.reset(env)
-    for i, record in enumerate(records):
-        record.curves["val_loss"].append(float(info["val_loss"][i]))
-        record.curves["val_acc"].append(float(info["val_acc"][i]))
-        if (monitor := _monitored(info, i)) is not None:
-            record.monitor(0, monitor)
-    active = np.ones(n, dtype=bool)
-    t = 0
+    if len(records) != n:
+        raise ValueError(f"run_episodes: resume holds {len(records)} records for a vector env of num_envs={n}")
+    start = time.perf_counter() - records[0].wall_time * n
+    active = np.array([not record.final for record in records], dtype=bool)
+    t = max(record.steps for record in records)
     while active.any():
         action = teacher.act(obs)
         obs, reward, terminated, truncated, info = env.step(action)
@@ -204,10 +200,33 @@ def run_episodes(
                 record.diverged = bool(info["diverged"][i])
                 record.final = {key: float(value[i]) for key, value in info["final"].items() if not key.startswith("_")}
         active &= ~done
+        wall = (time.perf_counter() - start) / n
+        for record in records:
+            record.wall_time = wall
         if on_step is not None:
             on_step(t, info)
+    return records
+
+
+def start_episodes(env: gym.vector.VectorEnv, teacher: Teacher, seed: Union[int, Sequence[int]]) -> tuple[list[EpisodeRecord], Any]:
+    """:func:`start_episode` for a vector env: ``reset(seed=seeds)`` (sub-env ``i`` gets ``seed + i``,
+    or ``seed[i]`` for a list), the teacher started on it; the records so far and the observation."""
+    n = env.num_envs
+    seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+    if len(seeds) != n:
+        raise ValueError(f"run_episodes: {len(seeds)} seeds for a vector env of num_envs={n}")
+    task = getattr(env.unwrapped, "config", None)
+    records = [EpisodeRecord(teacher=teacher.name, task=getattr(task, "name", "?"), seed=s) for s in seeds]
+    start = time.perf_counter()
+    obs, info = env.reset(seed=seeds)
+    teacher.reset(env)
+    for i, record in enumerate(records):
+        record.curves["val_loss"].append(float(info["val_loss"][i]))
+        record.curves["val_acc"].append(float(info["val_acc"][i]))
+        if (monitor := _monitored(info, i)) is not None:
+            record.monitor(0, monitor)
     wall = (time.perf_counter() - start) / n
     for record in records:
         record.wall_time = wall
-    return records
+    return records, obs
 

@@ -17,6 +17,7 @@ detached each iteration (or every ``memory_truncation`` iterations, an option be
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -225,7 +226,17 @@ class L2TDLNTeacher(BaseTeacher):
         if self.state is not None:
             self.state = [(h.to(core.device, core.dtype), c.to(core.device, core.dtype)) for h, c in self.state]
         if self.stack is not None:
+            old = self.stack.parameters()
             self.stack.to(core.device, core.dtype)
+            if self.stack_optimizer is not None:  # the optimizer follows the moved leaves, moments too
+                new = self.stack.parameters()
+                self.stack_optimizer.param_groups[0]["params"] = new
+                moved = {}
+                for before, after in zip(old, new):
+                    if before in self.stack_optimizer.state:
+                        slot = self.stack_optimizer.state[before]
+                        moved[after] = {k: v.to(core.device, core.dtype) if torch.is_tensor(v) and k != "step" else v for k, v in slot.items()}
+                self.stack_optimizer.state = defaultdict(dict, moved)
         if self.phi0 is None or self.phi0.shape != core.phi.shape:
             self.phi0 = core.phi.detach().clone()
         self.phi0 = self.phi0.to(core.device, core.dtype)
@@ -337,6 +348,7 @@ class L2TDLNTeacher(BaseTeacher):
             "learning": self.learning,
             "stack": None if self.stack is None else [to_cpu(p) for p in self.stack.parameters()],
             "stack_optimizer": None if self.stack_optimizer is None else self.stack_optimizer.state_dict(),
+            "resetting": None if self._resetting is None else self._resetting.tolist(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -355,6 +367,8 @@ class L2TDLNTeacher(BaseTeacher):
             self.stack.cells = [[next(leaves).to(device).requires_grad_(True) for _ in cell] for cell in self.stack.cells]
             self.stack_optimizer = torch.optim.Adam(self.stack.parameters(), lr=self.config.lr)
             self.stack_optimizer.load_state_dict(state["stack_optimizer"])
+        if state.get("resetting") is not None:  # a vector env's rows whose next step is an autoreset
+            self._resetting = np.asarray(state["resetting"], dtype=bool)
         if state.get("phi0") is not None:  # absent in teachers saved before it was kept
             self.phi0 = state["phi0"].to(device)
 

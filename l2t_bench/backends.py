@@ -35,6 +35,7 @@ from l2t_bench.runner import (
     RunFailure,
     agent_path,
     agent_work,
+    batch_checkpoint_path,
     batch_groups,
     checkpoint_path,
     execute_batched,
@@ -101,7 +102,10 @@ class LocalBackend:
             label = str(path.relative_to(out)) if path else None
             if cfg.batches(run.teacher):  # the seeds of a batching teacher: one vector env, one record each
                 try:
-                    records = execute_batched(cfg, group, path, label)
+                    records = execute_batched(
+                        cfg, group, path, label, batch_checkpoint_path(out, group),
+                        on_resume=lambda t: progress.console.print(f"{run.key} +{len(group) - 1} seeds: resumed from their checkpoint at teaching step {t}", markup=False),
+                    )
                 except Exception as err:
                     for each in group:
                         on_fail(RunFailure(each, _one_line(err), traceback.format_exc()))
@@ -214,13 +218,17 @@ def _remote_run(
         return _on_node([execute_run(cfg, run, agent, agent_label if agent else None, ckpt)])[0]
 
 
-def _remote_batch(cfg: BenchConfig, runs: list[RunSpec], agent_files: Optional[dict[str, bytes]] = None, agent_label: Optional[str] = None) -> list[dict]:
+def _remote_batch(
+    cfg: BenchConfig, runs: list[RunSpec], agent_files: Optional[dict[str, bytes]] = None, agent_label: Optional[str] = None,
+    checkpoint: Optional[str] = None,
+) -> list[dict]:
     """Ray task: the seeds of a batching teacher as one vector-env run (``execute_batched``), with
-    its trained agent unpacked locally when it has one."""
+    its trained agent unpacked locally when it has one; ``checkpoint`` as for :func:`_remote_run`."""
     keep_large_blocks()
     import_modules(cfg.imports)
+    ckpt = Path(checkpoint) if checkpoint else None
     with _unpacked(agent_files) as agent:
-        return _on_node(execute_batched(cfg, runs, agent, agent_label if agent else None))
+        return _on_node(execute_batched(cfg, runs, agent, agent_label if agent else None, ckpt))
 
 
 class TaskRunner(Protocol):
@@ -257,7 +265,8 @@ def schedule(cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver
 
     def submit(item: Union[RunSpec, list[RunSpec]], files: Any = None, label: Optional[str] = None) -> None:
         if isinstance(item, list):
-            handle = tasks.submit(_remote_batch, (cfg, item, files, label), item[0], f"{item[0].key} +{len(item) - 1} seeds")
+            ckpt = str(batch_checkpoint_path(out.resolve(), item)) if cfg.checkpoint_every else None
+            handle = tasks.submit(_remote_batch, (cfg, item, files, label, ckpt), item[0], f"{item[0].key} +{len(item) - 1} seeds")
             in_flight[handle] = ("batch", item)
             return
         ckpt = str(checkpoint_path(out.resolve(), item)) if cfg.checkpoint_every else None

@@ -38,8 +38,9 @@ trained SB3 agents frozen; not ``pretrain:`` entries) run as one native vector e
 (:func:`l2t_agents.run_episodes`, N students trained together), still one record per seed; a
 rerun runs the missing seeds as a smaller batch. Batched and one-by-one runs agree to float32
 rounding, not bit for bit, so ``batch_seeds`` is part of those runs' keys (not of a trained
-agent's folder: both modes load the same agent). Such a batch writes no mid-episode checkpoints
-(``checkpoint_every`` applies to the runs made one by one).
+agent's folder: both modes load the same agent). With ``checkpoint_every`` such a batch is
+checkpointed as one (the vector env's state, every sub-env's), and a killed batch resumes where
+its checkpoint left it: the records equal an uninterrupted batched run's on CPU.
 
 What ``--out DIR`` holds:
 
@@ -47,7 +48,7 @@ What ``--out DIR`` holds:
   A run's key is (task, teacher, seed, hash of everything else that shapes it); a rerun with the
   same DIR skips the keys already there, so an interrupted benchmark loses no finished run.
 - ``agents/``: the trained agents, reused by a rerun with the same settings.
-- ``checkpoints/``: with ``checkpoint_every: N``, the running episode's env and teacher state,
+- ``checkpoints/``: with ``checkpoint_every: N``, the running episode's (or batch's) env and teacher state,
   written atomically every N teaching steps; a rerun resumes a killed run from it (same final
   record) and deletes it when the run ends. Not part of a run's key.
 - ``failed_runs.json``: the runs that failed in the last invocation (key, error, traceback);

@@ -6,6 +6,11 @@ the teacher's (``teacher.state_dict()``), the partial episode record and the pro
 (torch, numpy, random), atomically (a temporary file, fsynced, then renamed over the old one). A
 rerun finds the file and continues from it; on CPU the final record equals the uninterrupted run's
 (all but the wall time). The file is removed when the episode ends.
+
+:func:`run_checkpointed_episodes` is the same for the batched episodes of a native vector env
+(:func:`l2t_agents.run_episodes`): the vector env's state (``L2TVectorEnv.state_dict()``, every
+sub-env's), the teacher's (a stacked teacher's included), the N partial records and the process
+RNGs, in one file; a resumed run's records equal the uninterrupted batched run's (on CPU).
 """
 
 from __future__ import annotations
@@ -13,16 +18,17 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from l2t_agents.base import Teacher
-from l2t_agents.evaluation import EpisodeRecord, run_episode, start_episode
+from l2t_agents.evaluation import EpisodeRecord, run_episode, run_episodes, start_episode, start_episodes
 
 FORMAT = "l2t-episode-checkpoint/1"
+BATCH_FORMAT = "l2t-batch-checkpoint/1"
 
 
 def check_checkpoint_every(value: Any, what: str = "checkpoint_every") -> Optional[int]:
@@ -151,6 +157,93 @@ def run_checkpointed_episode(
             last = t
 
     result = run_episode(env, teacher, seed, on_step=step, resume=(record, obs))
+    for leftover in (path, path.with_name(path.name + ".tmp")):
+        leftover.unlink(missing_ok=True)
+    return result
+
+
+def write_batch_checkpoint(path: Union[str, Path], env: gym.vector.VectorEnv, teacher: Teacher, seeds: Sequence[int], records: list[EpisodeRecord]) -> None:
+    """:func:`write_checkpoint` for the batched episodes of a vector env (one file for all seeds)."""
+    core = env.unwrapped
+    blob = {
+        "format": BATCH_FORMAT,
+        "teacher_name": teacher.name,
+        "task": core.config.name,
+        "seeds": [int(s) for s in seeds],
+        "env": core.state_dict(),
+        "teacher": teacher.state_dict(),
+        "records": [record.to_dict() for record in records],
+        "rng": _process_rngs(core.device),
+    }
+    save_atomic(blob, path)
+
+
+def resume_batch_checkpoint(
+    path: Union[str, Path], env: gym.vector.VectorEnv, teacher: Teacher, seeds: Sequence[int]
+) -> tuple[list[EpisodeRecord], Any]:
+    """Put the vector ``env`` and ``teacher`` in the state saved at ``path``; return the partial
+    records and the observation. A checkpoint of another teacher, task or seeds raises, naming
+    both, and changes nothing."""
+    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
+    core = env.unwrapped
+    if not isinstance(blob, dict) or blob.get("format") != BATCH_FORMAT:
+        raise ValueError(f"{path} is not a batched episode checkpoint (format {BATCH_FORMAT!r}); remove it to start the runs afresh")
+    saved = (blob["teacher_name"], blob["task"], blob["seeds"])
+    mine = (teacher.name, core.config.name, [int(s) for s in seeds])
+    if saved != mine:
+        raise ValueError(
+            f"{path} holds teacher {saved[0]!r} on task {saved[1]!r}, seeds {saved[2]}; this run is teacher {mine[0]!r} "
+            f"on task {mine[1]!r}, seeds {mine[2]}: remove the file to start these runs afresh"
+        )
+    obs, _ = env.reset(options={"state": blob["env"]})
+    teacher.reset(env)
+    teacher.load_state_dict(blob["teacher"])
+    attach = getattr(teacher, "attach", None)  # a teacher with device state binds to the env again
+    if callable(attach):
+        attach(env)
+    _restore_process_rngs(blob["rng"], core.device)
+    return [EpisodeRecord(**record) for record in blob["records"]], obs
+
+
+def run_checkpointed_episodes(
+    env: gym.vector.VectorEnv,
+    teacher: Teacher,
+    seeds: Sequence[int],
+    *,
+    checkpoint_every: Optional[int],
+    path: Optional[Union[str, Path]],
+    on_step: Optional[Callable[[int, dict], Any]] = None,
+    on_resume: Optional[Callable[[int], Any]] = None,
+) -> list[EpisodeRecord]:
+    """:func:`~l2t_agents.evaluation.run_episodes` on the vector ``env`` (sub-env ``i`` seeded
+    ``seeds[i]``), checkpointed to ``path`` every ``checkpoint_every`` teaching steps and resumed
+    from ``path`` when it exists (``on_resume(step)`` is told where); as
+    :func:`run_checkpointed_episode`, the file is removed at the end."""
+    every = check_checkpoint_every(checkpoint_every)
+    seeds = [int(s) for s in seeds]
+    if every is None:
+        return run_episodes(env, teacher, seeds, on_step=on_step)
+    if path is None:
+        raise ValueError(f"checkpoint_every={every} needs a checkpoint path")
+    path = Path(path)
+    if path.is_file():
+        records, obs = resume_batch_checkpoint(path, env, teacher, seeds)
+        if on_resume is not None:
+            on_resume(max(record.steps for record in records))
+    else:
+        records, obs = start_episodes(env, teacher, seeds)
+    last = max(record.steps for record in records)
+
+    def step(t: int, info: dict) -> None:
+        nonlocal last
+        if on_step is not None:
+            on_step(t, info)
+        ready = getattr(teacher, "checkpointable", lambda: True)()
+        if t - last >= every and ready and not all(record.final for record in records):
+            write_batch_checkpoint(path, env, teacher, seeds, records)
+            last = t
+
+    result = run_episodes(env, teacher, seeds, on_step=step, resume=(records, obs))
     for leftover in (path, path.with_name(path.name + ".tmp")):
         leftover.unlink(missing_ok=True)
     return result

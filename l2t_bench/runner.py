@@ -9,6 +9,7 @@ drives a backend.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -27,6 +28,17 @@ def agent_dir(out: Path, run: RunSpec) -> Path:
 def checkpoint_path(out: Path, run: RunSpec) -> Path:
     """Where a run's mid-episode checkpoint is kept while it runs (``checkpoint_every``)."""
     return out / "checkpoints" / f"{run.task.label}__{run.teacher.label}__seed{run.seed}__{run.config_hash}.pt"
+
+
+def batch_checkpoint_path(out: Path, runs: list[RunSpec]) -> Path:
+    """Where the mid-episode checkpoint of a batch of seeds (one vector env) is kept while it runs:
+    keyed by task, teacher label, config hash and the seeds (a digest of them past a few)."""
+    first, seeds = runs[0], [run.seed for run in runs]
+    if len(seeds) <= 4:
+        tag = "-".join(str(s) for s in seeds)
+    else:
+        tag = f"{seeds[0]}+{len(seeds) - 1}_" + hashlib.sha256(",".join(map(str, seeds)).encode()).hexdigest()[:10]
+    return out / "checkpoints" / f"{first.task.label}__{first.teacher.label}__seeds{tag}__{first.config_hash}.pt"
 
 
 def pretrained_path(out: Path, cfg: BenchConfig, run: RunSpec) -> Path:
@@ -171,13 +183,23 @@ def batch_groups(cfg: BenchConfig, runs: list[RunSpec]) -> list[list[RunSpec]]:
     return list(groups.values())
 
 
-def execute_batched(cfg: BenchConfig, runs: list[RunSpec], agent: Optional[Path] = None, agent_label: Optional[str] = None) -> list[dict]:
+def execute_batched(
+    cfg: BenchConfig,
+    runs: list[RunSpec],
+    agent: Optional[Path] = None,
+    agent_label: Optional[str] = None,
+    checkpoint: Optional[Path] = None,
+    on_resume: Optional[Callable[[int], Any]] = None,
+) -> list[dict]:
     """The seeds of one (task, teacher) as one run of the native vector env: the teacher (fresh, or
     the trained agent saved at ``agent``, frozen) acts on the batch of students
     (:func:`l2t_agents.run_episodes`); one record per seed, as :func:`execute_run` writes it
-    (``wall_time``: the batched run's divided by the seeds)."""
+    (``wall_time``: the batched run's divided by the seeds). With the config's
+    ``checkpoint_every``, the batch is checkpointed at ``checkpoint`` (:func:`batch_checkpoint_path`)
+    and resumed from it when a killed attempt left one (``on_resume(teaching step)`` is told)."""
     import l2t_env  # noqa: F401  (registers L2T-v0)
-    from l2t_agents import make_vector_env, run_episodes
+    from l2t_agents import make_vector_env
+    from l2t_bench.episodes import run_checkpointed_episodes
 
     apply_pins_if_flagged()  # as execute_run: a pinned process's workers set torch's switches
     first = runs[0]
@@ -186,8 +208,12 @@ def execute_batched(cfg: BenchConfig, runs: list[RunSpec], agent: Optional[Path]
         teacher, len(runs), first.task.name, device=cfg.device, monitor_every=cfg.monitor_every(first.task),
         **cfg.env_kwargs_for(first.teacher), **first.task.overrides,
     )
+    if cfg.checkpoint_every is not None and checkpoint is None:
+        raise ValueError(f"runs {first.key} +{len(runs) - 1} seeds: checkpoint_every={cfg.checkpoint_every} needs a checkpoint path")
     try:
-        episodes = run_episodes(env, teacher, [run.seed for run in runs])
+        episodes = run_checkpointed_episodes(
+            env, teacher, [run.seed for run in runs], checkpoint_every=cfg.checkpoint_every, path=checkpoint, on_resume=on_resume
+        )
     finally:
         env.close()
     return [run_record(run, episode, agent_label, train_time, str(env.unwrapped.device)) for run, episode in zip(runs, episodes)]

@@ -252,6 +252,13 @@ class L2TEnv(gym.Env):
     option needs the loop, or the student is convolutional on the CPU (vmapped convolutions gained
     nothing consistent there; ``batching="vmap"`` forces them). ``vectorization_mode="sync"`` still works as for any env.
 
+    ``env.unwrapped.state_dict()`` of the vector env snapshots all N episodes (every sub-env's
+    student, phi, split, drawn batches, samplers and RNGs, statistics and latest look-ahead, and the
+    autoreset mask) as the single env's does; ``load_state_dict(sd)`` or
+    ``reset(options={"state": sd})`` continues them in a vector env of the same task, settings,
+    ``num_envs`` and batching, bit-identically on CPU. A state that does not fit raises naming both
+    sides and leaves the env unchanged.
+
     ## Version History
 
     * v0: initial version.

@@ -23,8 +23,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch.func import vmap
 
+from l2t_env import checkpoint, rules
 from l2t_env.data import IndexStream, split_indices, split_sizes
-from l2t_env import rules
 from l2t_env.env import L2TEnv
 from l2t_env.functional import (
     BatchedStudent,
@@ -114,9 +114,18 @@ class L2TVectorEnv(VectorEnv):
             seeds = list(seed)
             if len(seeds) != self.num_envs:
                 raise ValueError(f"seed is a list of {len(seeds)} seeds, expected num_envs={self.num_envs}")
-        unknown = sorted(set(options or {}) - {"reset_mask"})
+        unknown = sorted(set(options or {}) - {"reset_mask", "state"})
         if unknown:
-            raise ValueError(f"unknown reset option(s) {unknown}; valid: ['reset_mask'] (a bool array, one entry per sub-env)")
+            raise ValueError(
+                f"unknown reset option(s) {unknown}; valid: ['reset_mask'] (a bool array, one entry per sub-env), "
+                "['state'] (a saved env.unwrapped.state_dict())"
+            )
+        if options and "state" in options:
+            if seed is not None or "reset_mask" in options:
+                raise ValueError("reset(options={'state': ...}) continues the saved episodes; pass no seed and no reset_mask")
+            self.load_state_dict(options["state"])
+            t = self._core.teaching_steps()
+            return self.observation(), _rows_info(self.num_envs, np.arange(self.num_envs), {"resumed_at": t})
         mask = np.ones(self.num_envs, dtype=bool)
         if options and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"])
@@ -167,6 +176,27 @@ class L2TVectorEnv(VectorEnv):
     def np_random_seed(self) -> tuple[int, ...]:
         """The seed of each sub-env's latest seeded reset (as ``SyncVectorEnv`` reports them)."""
         return self._core.seeds()
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything that decides the rest of the N episodes (each sub-env's student, phi, teaching
+        step, split, drawn batches, samplers and RNGs, observed statistics, latest look-ahead; the
+        autoreset mask), as CPU tensors and plain values: ``torch.save``-able, also with
+        ``weights_only`` loading. See :func:`l2t_env.checkpoint.vector_state_dict`."""
+        return checkpoint.vector_state_dict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the N episodes of a :meth:`state_dict` in this or a freshly made vector env of the
+        same task, loss family, settings, ``num_envs`` and batching; a state that does not fit raises
+        naming both sides and leaves the env unchanged. ``reset(options={"state": state})`` also
+        returns the observation (:meth:`observation`)."""
+        checkpoint.load_vector_state_dict(self, state)
+
+    def observation(self) -> Any:
+        """The current batched observation, as the latest ``reset`` or ``step`` returned it (after
+        loading a state: the saved run's), with no computation."""
+        self._require_reset()
+        return self._core.observation()
 
     # ------------------------------------------------------------------ hooks
     @property
@@ -306,6 +336,12 @@ class _LoopCore:
             info = self.owner._add_info(info, env_info, int(i))
         return reward, terminated, truncated, info
 
+    def teaching_steps(self) -> np.ndarray:
+        return np.array([env.t for env in self.envs], dtype=np.int64)
+
+    def observation(self) -> Any:
+        return self.observe(np.zeros(self.owner.num_envs, dtype=bool))
+
     def observe(self, done: np.ndarray) -> Any:
         return gym.vector.utils.concatenate(
             self.owner.single_observation_space, self._obs, gym.vector.utils.create_empty_array(self.owner.single_observation_space, self.owner.num_envs)
@@ -319,6 +355,9 @@ class _VmapCore:
     validation splits; each step's K batches are drawn per student by its own seeded samplers
     (CPU indices, as the single env draws them) and gathered for all students at once.
     """
+
+    #: the record of a kept look-ahead (:mod:`l2t_env.checkpoint` rebuilds one from a state)
+    unroll_record = _BatchedUnroll
 
     def __init__(self, owner: L2TVectorEnv, template: L2TEnv) -> None:
         self.owner = owner
@@ -404,7 +443,7 @@ class _VmapCore:
         values = torch.stack([*(getattr(stats, k).to(torch.float64) for k in _STATS), *val], 1).cpu().numpy()
         self.last[rows] = values[:, :4]
         self.val[rows] = values[:, 4:]
-        info = _rows_info(self.n, rows, {"val_loss": self.val[:, 0], "val_acc": self.val[:, 1], "diverged": np.zeros(self.n, dtype=bool)})
+        info = _rows_info(self.n, rows, {"val_loss": self.val[:, 0].copy(), "val_acc": self.val[:, 1].copy(), "diverged": np.zeros(self.n, dtype=bool)})
         if self.env.monitor_every:
             info = _merge_infos(info, self._monitor_info(rows, self.final_metrics(rows, rules.MONITOR_SPLITS)))
         return info
@@ -559,7 +598,6 @@ class _VmapCore:
 
     def observe(self, done: np.ndarray) -> Any:
         owner = self.owner
-        obs = {"student": rules.student_observation(self.t, self.env.config.teaching_steps, self.last, self.val, self.env.config.lr)}
         if owner.lookahead_steps:
             if done.all() or not owner.n_phi:
                 grad = torch.zeros_like(self.phi)
@@ -569,7 +607,17 @@ class _VmapCore:
                 if done.any():
                     grad = grad.masked_fill(torch.as_tensor(done, device=self.device)[:, None], 0.0)
             self.loss_grad = grad
-            obs["loss_grad"] = rules.to_box(grad)
+        return self.observation()
+
+    def teaching_steps(self) -> np.ndarray:
+        return self.t.copy()
+
+    def observation(self) -> Any:
+        """The observation of the current state and the latest ``loss_grad``, with no computation."""
+        owner = self.owner
+        obs = {"student": rules.student_observation(self.t, self.env.config.teaching_steps, self.last, self.val, self.env.config.lr)}
+        if owner.lookahead_steps:
+            obs["loss_grad"] = rules.to_box(self.loss_grad)
         obs["loss_params"] = rules.to_box(self.phi)
         if owner.observation_mode == "flat":
             return np.concatenate([obs[key].reshape(self.n, -1) for key in self.env.dict_observation_space.spaces], axis=1)

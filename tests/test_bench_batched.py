@@ -106,7 +106,7 @@ def test_batched_sb3_resume_runs_only_the_missing_seeds_with_the_saved_agent(tmp
     monkeypatch.setattr(backends, "prepare_agent", no_training)
     seen = []
     real = backends.execute_batched
-    monkeypatch.setattr(backends, "execute_batched", lambda cfg, runs, *a: seen.append([r.seed for r in runs]) or real(cfg, runs, *a))
+    monkeypatch.setattr(backends, "execute_batched", lambda cfg, runs, *a, **k: seen.append([r.seed for r in runs]) or real(cfg, runs, *a, **k))
     again = run_bench(cfg, out, quiet=True)
     assert seen == [[0, 2]]  # one batch of the two missing seeds
     assert [r["seed"] for r in _records(out)] == [1, 0, 2]
