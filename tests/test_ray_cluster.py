@@ -18,7 +18,7 @@ import pytest
 from l2t_bench.backends import RayBackend
 from l2t_bench.config import load_bench_config, plan_runs
 from l2t_bench.records import FINAL_KEYS, read_runs
-from l2t_bench.runner import run_bench
+from l2t_bench.driver import run_bench
 
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")
