@@ -97,16 +97,23 @@ def resume_checkpoint(path: Union[str, Path], env: gym.Env, teacher: Teacher, se
     observation (through ``env``'s wrappers).
 
     A checkpoint of another teacher, task or seed raises, naming both, and changes nothing."""
+    blob, obs = _restore(path, env, teacher, FORMAT, "seed", int(seed), "an episode checkpoint", "this run")
+    return EpisodeRecord(**blob["record"]), obs
+
+
+def _restore(path: Union[str, Path], env: gym.Env, teacher: Teacher, fmt: str, key: str, value: Any, what: str, this: str):
+    """Load a checkpoint of ``fmt`` into ``env`` and ``teacher`` (and the process RNGs) after checking
+    that it holds this teacher, task and ``key`` (seed or seeds); returns the blob and the observation."""
     blob = torch.load(Path(path), map_location="cpu", weights_only=False)
     core = env.unwrapped
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an episode checkpoint (format {FORMAT!r}); remove it to start the run afresh")
-    saved = (blob["teacher_name"], blob["task"], blob["seed"])
-    mine = (teacher.name, core.config.name, int(seed))
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        raise ValueError(f"{path} is not {what} (format {fmt!r}); remove it to start afresh")
+    saved = (blob["teacher_name"], blob["task"], blob[key])
+    mine = (teacher.name, core.config.name, value)
     if saved != mine:
         raise ValueError(
-            f"{path} holds teacher {saved[0]!r} on task {saved[1]!r}, seed {saved[2]}; this run is teacher {mine[0]!r} "
-            f"on task {mine[1]!r}, seed {mine[2]}: remove the file to start this run afresh"
+            f"{path} holds teacher {saved[0]!r} on task {saved[1]!r}, {key} {saved[2]}; {this} is teacher {mine[0]!r} "
+            f"on task {mine[1]!r}, {key} {mine[2]}: remove the file to start afresh"
         )
     obs, _ = env.reset(options={"state": blob["env"]})
     teacher.reset(env)
@@ -115,7 +122,7 @@ def resume_checkpoint(path: Union[str, Path], env: gym.Env, teacher: Teacher, se
     if callable(attach):
         attach(env)
     _restore_process_rngs(blob["rng"], core.device)
-    return EpisodeRecord(**blob["record"]), obs
+    return blob, obs
 
 
 def run_checkpointed_episode(
@@ -184,24 +191,7 @@ def resume_batch_checkpoint(
     """Put the vector ``env`` and ``teacher`` in the state saved at ``path``; return the partial
     records and the observation. A checkpoint of another teacher, task or seeds raises, naming
     both, and changes nothing."""
-    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
-    core = env.unwrapped
-    if not isinstance(blob, dict) or blob.get("format") != BATCH_FORMAT:
-        raise ValueError(f"{path} is not a batched episode checkpoint (format {BATCH_FORMAT!r}); remove it to start the runs afresh")
-    saved = (blob["teacher_name"], blob["task"], blob["seeds"])
-    mine = (teacher.name, core.config.name, [int(s) for s in seeds])
-    if saved != mine:
-        raise ValueError(
-            f"{path} holds teacher {saved[0]!r} on task {saved[1]!r}, seeds {saved[2]}; this run is teacher {mine[0]!r} "
-            f"on task {mine[1]!r}, seeds {mine[2]}: remove the file to start these runs afresh"
-        )
-    obs, _ = env.reset(options={"state": blob["env"]})
-    teacher.reset(env)
-    teacher.load_state_dict(blob["teacher"])
-    attach = getattr(teacher, "attach", None)  # a teacher with device state binds to the env again
-    if callable(attach):
-        attach(env)
-    _restore_process_rngs(blob["rng"], core.device)
+    blob, obs = _restore(path, env, teacher, BATCH_FORMAT, "seeds", [int(s) for s in seeds], "a batched episode checkpoint", "this run")
     return [EpisodeRecord(**record) for record in blob["records"]], obs
 
 

@@ -106,6 +106,21 @@ def parse_init(init: InitSpec, n_params: int) -> Union[str, torch.Tensor]:
     raise ValueError(f"dln init={init!r}; {expected_form(n_params)}")
 
 
+def _check_fit(fit: object, counts: tuple, positive: tuple, non_negative: tuple) -> None:
+    """Raise, naming the field, unless ``counts`` are integers >= 1, ``positive`` finite numbers > 0
+    and ``non_negative`` finite numbers >= 0 (the fit settings' checks)."""
+    for key in counts:
+        value = getattr(fit, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"dln init fit: {key}={value!r}, expected a positive integer")
+    for keys, low, what in ((positive, 0.0, "> 0"), (non_negative, None, ">= 0")):
+        for key in keys:
+            value = getattr(fit, key)
+            number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+            if not number or (value <= 0 if low is not None else value < 0):
+                raise ValueError(f"dln init fit: {key}={value!r}, expected a finite number {what}")
+
+
 @dataclass(frozen=True)
 class CEFit:
     """Settings of the ``"ce"`` fit (``loss_kwargs={"init": "ce", "fit": {...}}``)."""
@@ -121,18 +136,7 @@ class CEFit:
     balance: float = 0.0
 
     def __post_init__(self) -> None:
-        for key in ("steps", "rows"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"dln init fit: {key}={value!r}, expected a positive integer")
-        for key in ("lr", "logit_std", "target_scale"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"dln init fit: {key}={value!r}, expected a finite number > 0")
-        if isinstance(self.balance, bool) or not isinstance(self.balance, (int, float)) or not (
-            math.isfinite(self.balance) and self.balance >= 0
-        ):
-            raise ValueError(f"dln init fit: balance={self.balance!r}, expected a finite number >= 0")
+        _check_fit(self, counts=("steps", "rows"), positive=("lr", "logit_std", "target_scale"), non_negative=("balance",))
 
     def cache_key(self) -> list:
         """The settings that name a fit (``balance`` only when set, so older caches stay valid)."""
@@ -161,18 +165,7 @@ class TargetFit:
     balance: float = 0.0
 
     def __post_init__(self) -> None:
-        for key in ("steps", "examples"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"dln init fit: {key}={value!r}, expected a positive integer")
-        for key in ("lr", "logit_std"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"dln init fit: {key}={value!r}, expected a finite number > 0")
-        for key in ("margin", "shift", "balance"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"dln init fit: {key}={value!r}, expected a finite number >= 0")
+        _check_fit(self, counts=("steps", "examples"), positive=("lr", "logit_std"), non_negative=("margin", "shift", "balance"))
 
     def cache_key(self) -> list:
         return sorted(asdict(self).items())
