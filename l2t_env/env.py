@@ -96,6 +96,27 @@ class L2TEnv(gym.Env):
     - ``"set"``: ``Box(-1e6, 1e6, (n_phi,))``, the action *is* the new phi (no step bound, no
       look-ahead needed); ``step(phi)`` is ``commit_phi(phi)``.
 
+    For RL agents that control a loss's few hyper-parameters (in the spirit of Adaptive Loss
+    Alignment, Huang et al., ICML 2019), with a robust loss (``loss="gce"``, ``"sce"``, ...) or
+    the fused metric (``loss="dfm"``):
+
+    - ``"control"``: ``Box(-1, 1, (n_phi,))``; each step sets phi outright, entry ``i`` to
+      ``low_i + (a_i + 1) / 2 * (high_i - low_i)`` (no look-ahead needed: pass ``lookahead="off"``
+      for speed). phi starts each episode at the family's start (e.g. GCE's ``q = 0.7``), which
+      the first action replaces. The ranges:
+
+      | loss      | phi (order)          | control range          | start      |
+      |-----------|----------------------|------------------------|------------|
+      | `gce`     | q                    | [0.01, 1]              | 0.7        |
+      | `sce`     | alpha, beta          | [0, 1], [0, 2]         | 0.1, 1     |
+      | `nce+rce` | alpha, beta          | [0, 10], [0, 10]       | 1, 1       |
+      | `ls`      | eps                  | [0, 0.5]               | 0.1        |
+      | `bootstrap`, `bootstrap-hard` | beta | [0, 1]            | 0.95, 0.8  |
+      | `focal`   | gamma                | [0, 5]                 | 2          |
+      | `dfm`     | one weight per metric| [0, 1] each            | one-hot ce |
+
+      Other families (``dln``, ``dlf``) raise: their phi is not a few bounded hyper-parameters.
+
     ## Observation Space
 
     A ``Dict`` of float32 Boxes (or their concatenation with ``observation_mode="flat"``):
@@ -173,7 +194,8 @@ class L2TEnv(gym.Env):
     | parameter            | type                   | default               | description                                              |
     |----------------------|------------------------|-----------------------|----------------------------------------------------------|
     | `task`               | str, path, TaskConfig  | `"digits-mlp"`        | built-in task name, a task YAML, or a config             |
-    | `loss`               | str or LossFamily      | `"dln"`               | the taught loss family (`dln`, `dlf`, `dfm`, `ce`)       |
+    | `loss`               | str or LossFamily      | `"dln"`               | the taught loss family (`dln`, `dlf`, `dfm`, `ce`, or a  |
+    |                      |                        |                       | robust loss: `gce`, `sce`, `nce+rce`, `ls`, ...)         |
     | `loss_kwargs`        | dict                   | `{}`                  | e.g. `{"hidden": [40, 40, 40, 40]}` for the DLN;         |
     |                      |                        |                       | `{"init": "ce"}` starts it fitted (see `dln_init`)       |
     | `action_scale`       | float                  | `1e-3`                | phi <- phi - action_scale * action                       |
@@ -184,7 +206,8 @@ class L2TEnv(gym.Env):
     | `monitor_every`      | int                    | `0`                   | report whole val/test metrics every N steps in           |
     |                      |                        |                       | `info["monitor"]` (0: never; see Episode End)            |
     | `observation_mode`   | `"dict"` or `"flat"`   | `"dict"`              | flat = one Box, the Dict flattened                       |
-    | `action_mode`        | str                    | `"full"`              | `full`, `layer`, `global` or `set` (see Action Space)    |
+    | `action_mode`        | str                    | `"full"`              | `full`, `layer`, `global`, `set` or `control`            |
+    |                      |                        |                       | (see Action Space)                                       |
     | `checkpoint_unroll`  | bool                   | `False`               | recompute the look-ahead step by step in its backward:   |
     |                      |                        |                       | one step's graph in memory instead of K, ~1 more pass    |
     | `device`             | str                    | `"auto"`              | `"auto"` picks CUDA when present; a device this machine  |
@@ -204,8 +227,8 @@ class L2TEnv(gym.Env):
 
     - ``phi``: the current loss parameters (a detached tensor on the student's device).
     - ``loss_grad``: the latest look-ahead hypergradient (the observation's, unclipped, on device).
-    - ``phi_after(action)``: ``phi - action_scale * action`` as the env computes it (keeps the
-      action's graph), so a teacher's phi' and the env's agree bit for bit.
+    - ``phi_after(action)``: ``phi - action_scale * action`` (or the action mode's rule) as the
+      env computes it (keeps the action's graph), so a teacher's phi' and the env's agree bit for bit.
     - ``unrolled_val_loss(phi, measure=None)``: the validation CE (or ``measure(logits, y)``, e.g.
       L2T-DLF's smoothed 0-1 error) after a differentiable K-step unroll from the
       current student under ``phi`` on the next step's batches: a scalar tensor with graph. With
@@ -331,6 +354,7 @@ class L2TEnv(gym.Env):
         self.augment = resolve(AUGMENTATIONS[self.config.augment]) if self.config.augment else None
 
         self.groups = self.loss_family.layer_slices()
+        self.control = rules.control_range(self.loss_family, action_mode, self.device, self.dtype)
         bound = rules.action_bound(action_mode)
         self.action_space = spaces.Box(-bound, bound, (rules.action_size(action_mode, self.n_phi, self.groups),), np.float32)
         obs_spaces = {"student": spaces.Box(rules.STUDENT_LOW, rules.STUDENT_HIGH, dtype=np.float32)}
@@ -448,7 +472,9 @@ class L2TEnv(gym.Env):
         self._require_reset()
         action = action.to(device=self.device, dtype=self.dtype)
         direction = lambda: self.gradient_direction()[None]  # noqa: E731
-        return rules.phi_after(self._phi[None], action[None], self.action_mode, self.action_scale, self.groups, direction)[0]
+        return rules.phi_after(
+            self._phi[None], action[None], self.action_mode, self.action_scale, self.groups, direction, self.control
+        )[0]
 
     @property
     def loss_grad(self) -> torch.Tensor:

@@ -50,6 +50,11 @@ class LossFamily(ABC):
         """Named contiguous groups of phi (one per layer/tensor), for per-layer action modes."""
         return [("all", slice(0, self.n_params))] if self.n_params else []
 
+    def control_range(self) -> Optional[list[tuple[float, float]]]:
+        """The finite ``(low, high)`` of each entry of phi that ``action_mode="control"`` maps [-1, 1]
+        onto, or None where phi is not a few bounded hyper-parameters (the DLN's 5,000 weights)."""
+        return None
+
 
 def leaky_relu(h: torch.Tensor, slope: float, constant_mask: bool = True) -> torch.Tensor:
     """``F.leaky_relu(h, slope)``; with ``constant_mask``, as ``h * mask`` with the mask (1 or ``slope``) held constant.
@@ -278,6 +283,10 @@ class FusedMetricLoss(LossFamily):
             phi += 1.0 / self.n_params
         return phi
 
+    def control_range(self) -> list[tuple[float, float]]:
+        """Each metric's weight in [0, 1]: one-hot corners are single metrics, the rest their mixtures."""
+        return [(0.0, 1.0)] * self.n_params
+
     def values(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Each metric's batch mean, ``[n_params]``, in the order of phi."""
         return metric_values(logits, targets, self.metrics, **self.options)
@@ -297,6 +306,9 @@ class CrossEntropy(LossFamily):
 
     def init_params(self, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         return torch.zeros(0, device=device, dtype=dtype)
+
+    def control_range(self) -> list[tuple[float, float]]:
+        return []
 
     def __call__(self, phi: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, targets)
@@ -337,6 +349,10 @@ class HyperparameterLoss(LossFamily):
 
     def init_params(self, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         return torch.tensor([float(self.values[k]) for k in self.keys], device=device, dtype=dtype)
+
+    def control_range(self) -> list[tuple[float, float]]:
+        """Each hyper-parameter's ``RobustLossSpec.control`` range."""
+        return [self.spec.control[key] for key in self.keys]
 
     def hyperparameters(self, phi: torch.Tensor) -> dict[str, torch.Tensor]:
         """phi as the loss's keyword arguments, each clamped to its valid range."""

@@ -15,7 +15,7 @@ leaves the risk minimiser unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Union
 
 import torch
@@ -124,6 +124,9 @@ class RobustLossSpec:
     ``params`` are the hyper-parameters a teacher may set (the loss family's phi, in this order),
     with their defaults; ``bounds`` their valid closed ranges (``None``: unbounded on that side);
     ``constants`` are fixed keyword options that are not part of phi (e.g. RCE's ``A``).
+    ``control`` is the finite range of each hyper-parameter that the env's ``action_mode="control"``
+    maps an action in [-1, 1] onto: the literature's values with room on both sides (for GCE,
+    ``q`` from near cross-entropy to MAE), narrower than ``bounds`` where those are open.
     """
 
     name: str
@@ -132,21 +135,23 @@ class RobustLossSpec:
     bounds: dict[str, tuple]
     constants: dict[str, float]
     citation: str
+    control: dict[str, tuple] = field(default_factory=dict)
 
 
 ROBUST_LOSSES: dict[str, RobustLossSpec] = {
     spec.name: spec
     for spec in (
-        RobustLossSpec("gce", gce, {"q": 0.7}, {"q": (1e-3, 1.0)}, {}, "Zhang & Sabuncu, NeurIPS 2018"),
+        RobustLossSpec("gce", gce, {"q": 0.7}, {"q": (1e-3, 1.0)}, {}, "Zhang & Sabuncu, NeurIPS 2018",
+                       control={"q": (0.01, 1.0)}),
         RobustLossSpec("sce", sce, {"alpha": 0.1, "beta": 1.0}, {"alpha": (0.0, None), "beta": (0.0, None)}, {"A": -4.0},
-                       "Wang et al., ICCV 2019"),
+                       "Wang et al., ICCV 2019", control={"alpha": (0.0, 1.0), "beta": (0.0, 2.0)}),
         RobustLossSpec("nce+rce", nce_rce, {"alpha": 1.0, "beta": 1.0}, {"alpha": (0.0, None), "beta": (0.0, None)},
-                       {"A": -9.2103}, "Ma et al., ICML 2020"),
+                       {"A": -9.2103}, "Ma et al., ICML 2020", control={"alpha": (0.0, 10.0), "beta": (0.0, 10.0)}),
         RobustLossSpec("mae", mae, {}, {}, {}, "Ghosh, Kumar & Sastry, AAAI 2017"),
-        RobustLossSpec("ls", label_smoothing, {"eps": 0.1}, {"eps": (0.0, 1.0)}, {}, "Szegedy et al., CVPR 2016"),
-        RobustLossSpec("bootstrap", bootstrap_soft, {"beta": 0.95}, {"beta": (0.0, 1.0)}, {}, "Reed et al., ICLR-W 2015 (soft)"),
-        RobustLossSpec("bootstrap-hard", bootstrap_hard, {"beta": 0.8}, {"beta": (0.0, 1.0)}, {}, "Reed et al., ICLR-W 2015 (hard)"),
-        RobustLossSpec("focal", focal, {"gamma": 2.0}, {"gamma": (0.0, None)}, {}, "Lin et al., ICCV 2017"),
+        RobustLossSpec("ls", label_smoothing, {"eps": 0.1}, {"eps": (0.0, 1.0)}, {}, "Szegedy et al., CVPR 2016", control={"eps": (0.0, 0.5)}),
+        RobustLossSpec("bootstrap", bootstrap_soft, {"beta": 0.95}, {"beta": (0.0, 1.0)}, {}, "Reed et al., ICLR-W 2015 (soft)", control={"beta": (0.0, 1.0)}),
+        RobustLossSpec("bootstrap-hard", bootstrap_hard, {"beta": 0.8}, {"beta": (0.0, 1.0)}, {}, "Reed et al., ICLR-W 2015 (hard)", control={"beta": (0.0, 1.0)}),
+        RobustLossSpec("focal", focal, {"gamma": 2.0}, {"gamma": (0.0, None)}, {}, "Lin et al., ICCV 2017", control={"gamma": (0.0, 5.0)}),
     )
 }
 

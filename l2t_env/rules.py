@@ -14,7 +14,7 @@ with a leading batch axis.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ STUDENT_HIGH = np.array([1.0, 1e6, 1.0, 1e6, 1.0, 1e6, 1e6, 1e6], dtype=np.float
 #: bound of the vector observations (``loss_grad``, ``loss_params``) and of ``"set"`` actions
 VECTOR_BOUND = 1e6
 REWARDS = ("val_loss_decrease", "val_acc_increase", "neg_val_loss")
-ACTION_MODES = ("full", "layer", "global", "set")
+ACTION_MODES = ("full", "layer", "global", "set", "control")
 #: what ``info["monitor"]`` holds (``monitor_every``): the whole validation and test splits
 MONITOR_SPLITS = ("val", "test")
 MONITOR_KEYS = ("val_loss", "val_acc", "test_loss", "test_acc")
@@ -44,7 +44,7 @@ def check_reward(reward: str) -> str:
 
 def action_size(mode: str, n_phi: int, groups: Groups) -> int:
     """The action's length in ``mode``: one entry per loss parameter, per group, or one."""
-    return {"full": n_phi, "layer": len(groups), "global": 1 if n_phi else 0, "set": n_phi}[mode]
+    return {"full": n_phi, "layer": len(groups), "global": 1 if n_phi else 0, "set": n_phi, "control": n_phi}[mode]
 
 
 def action_bound(mode: str) -> float:
@@ -58,7 +58,28 @@ def action_meaning(mode: str, groups: Groups) -> str:
         "layer": f"one scale per loss-parameter group {[name for name, _ in groups]}",
         "global": "one global scale",
         "set": "the new loss parameters phi",
+        "control": f"one entry per hyper-parameter {[name for name, _ in groups]}, -1..1 mapped onto its control range",
     }[mode]
+
+
+def control_range(family: Any, mode: str, device: torch.device, dtype: torch.dtype) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """``(low, high)`` tensors ``[n_phi]`` of ``action_mode="control"`` (None in the other modes).
+
+    Raises for a loss family without a finite range per parameter (``family.control_range()``
+    None), naming it and the families that have one.
+    """
+    if mode != "control":
+        return None
+    ranges = family.control_range()
+    if ranges is None:
+        raise ValueError(
+            f"action_mode='control' sets a few bounded loss hyper-parameters; loss family {family.name!r} "
+            f"({family.n_params} parameters) has no control range. Use a robust loss (gce, sce, nce+rce, ls, "
+            f"bootstrap, bootstrap-hard, focal) or 'dfm' (the fused metric's weights), or another action_mode"
+        )
+    low = torch.tensor([lo for lo, _ in ranges], device=device, dtype=dtype)
+    high = torch.tensor([hi for _, hi in ranges], device=device, dtype=dtype)
+    return low, high
 
 
 # ---------------------------------------------------------------------- actions
@@ -119,13 +140,25 @@ def gradient_direction(loss_grad: torch.Tensor, groups: Groups) -> torch.Tensor:
     return torch.cat(parts, 1)
 
 
-def phi_after(phi: torch.Tensor, action: torch.Tensor, mode: str, scale: float, groups: Groups, direction) -> torch.Tensor:
+def phi_after(
+    phi: torch.Tensor,
+    action: torch.Tensor,
+    mode: str,
+    scale: float,
+    groups: Groups,
+    direction,
+    control: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+) -> torch.Tensor:
     """The next phi ``[N, n_phi]`` of actions ``[N, n_action]``: ``phi - scale * action`` in
     ``"full"`` mode; in ``"layer"``/``"global"`` the action first becomes a per-coordinate move
     (each group's scale times ``direction()``, :func:`gradient_direction`); in ``"set"`` the
-    action is phi. Keeps the action's graph."""
+    action is phi; in ``"control"`` the action in [-1, 1] is mapped linearly onto the ``control``
+    range ``(low, high)`` (-1 -> low, 1 -> high), whatever phi was. Keeps the action's graph."""
     if mode == "set":
         return action
+    if mode == "control":
+        low, high = control
+        return low + (action + 1.0) * (0.5 * (high - low))
     if mode != "full":
         d = direction()
         scales = action.expand(-1, len(groups)) if mode == "global" else action

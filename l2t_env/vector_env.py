@@ -85,6 +85,7 @@ class L2TVectorEnv(VectorEnv):
         self.action_scale = tpl.action_scale
         self.action_mode = tpl.action_mode
         self.groups = tpl.groups
+        self.control = tpl.control
         self.lookahead_steps = tpl.lookahead_steps
         self.device, self.dtype = tpl.device, tpl.dtype
         self.observation_mode = tpl.observation_mode
@@ -221,7 +222,9 @@ class L2TVectorEnv(VectorEnv):
         """``phi - action_scale * action`` per sub-env, as :meth:`step` computes it (keeps the graph)."""
         self._require_reset()
         action = action.to(device=self.device, dtype=self.dtype)
-        return rules.phi_after(self._core.phi, action, self.action_mode, self.action_scale, self.groups, self.gradient_direction)
+        return rules.phi_after(
+            self._core.phi, action, self.action_mode, self.action_scale, self.groups, self.gradient_direction, self.control
+        )
 
     def unrolled_val_loss(self, phi: torch.Tensor, steps: Optional[int] = None) -> torch.Tensor:
         """Per sub-env validation CE (``[N]``, with graph to ``phi``) after a differentiable unroll of
