@@ -16,8 +16,12 @@ from l2t_env.config_files import config_dir, read_yaml
 
 ENV_ID = "L2T-v0"
 OBSERVATIONS = ("summary", "full")
+#: how an SB3 teacher acts: ``layer`` scales each DLN layer's hypergradient step (look-ahead K),
+#: ``control`` sets a robust loss's hyper-parameters or the fused metric's weights (no look-ahead)
+AGENT_ACTION_MODES = ("layer", "control")
 #: YAML keys this module interprets itself; every other key goes to the algorithm's constructor.
-ZOO_KEYS = ("n_timesteps", "policy", "n_envs", "vector_env", "normalize", "policy_kwargs", "observation", "noise_type", "noise_std")
+ZOO_KEYS = ("n_timesteps", "policy", "n_envs", "vector_env", "normalize", "policy_kwargs", "observation", "noise_type", "noise_std",
+            "action_mode")
 NORMALIZE_KEYS = ("norm_obs", "norm_reward", "clip_obs", "clip_reward", "epsilon", "norm_obs_keys")
 NOISES = {"normal": NormalActionNoise, "ornstein-uhlenbeck": OrnsteinUhlenbeckActionNoise}
 

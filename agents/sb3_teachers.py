@@ -41,11 +41,13 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import os
 import pickle
 import shutil
 import sys
 import tempfile
 import time
+import zipfile
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional, Sequence, Union
@@ -62,7 +64,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, Ve
 
 from l2t_agents.base import BaseTeacher, is_vector_env, register_teacher
 from l2t_agents.evaluation import _teacher_env_kwargs, make_env
-from l2t_agents.sb3_config import ENV_ID, NOISES, OBSERVATIONS, ZOO_KEYS, learning_rate, load_agent_config, normalize_kwargs, parse_policy_kwargs
+from l2t_agents.sb3_config import AGENT_ACTION_MODES, ENV_ID, NOISES, OBSERVATIONS, ZOO_KEYS, learning_rate, load_agent_config, normalize_kwargs, parse_policy_kwargs
 from l2t_agents.sb3_vec import SB3VecEnv, map_rows
 from l2t_agents.sb3_wrappers import LayerSummary, SeedSchedule, env_groups, layer_summary, summary_space_of
 
@@ -97,7 +99,12 @@ class SB3Teacher(BaseTeacher):
 
     algo: ClassVar[type[BaseAlgorithm]]
     batched: ClassVar[bool] = True
-    env_kwargs: ClassVar[dict] = {"action_mode": "layer", "lookahead": "K", "observation_mode": "dict"}
+    #: what the env must be, per ``action_mode`` hyper-parameter (the loss family is the caller's:
+    #: ``loss="gce"`` etc. in ``control`` mode)
+    ENV_KWARGS: ClassVar[dict] = {
+        "layer": {"action_mode": "layer", "lookahead": "K", "observation_mode": "dict"},
+        "control": {"action_mode": "control", "lookahead": "off", "observation_mode": "dict"},
+    }
 
     def __init__(self, config: Union[str, Path, None] = None, seed: int = 0, **hyperparams: Any) -> None:
         super().__init__()
@@ -109,6 +116,14 @@ class SB3Teacher(BaseTeacher):
         self.vecnorm: Optional[VecNormalize] = None
         self.meta: dict = {}
 
+    @property
+    def action_mode(self) -> str:
+        return self.hyperparams.get("action_mode", "layer")
+
+    @property
+    def env_kwargs(self) -> dict:  # type: ignore[override]
+        return dict(self.ENV_KWARGS[self.action_mode])
+
     # ------------------------------------------------------------------ configuration
     def _constructor_keys(self) -> list[str]:
         params = inspect.signature(self.algo.__init__).parameters
@@ -119,8 +134,13 @@ class SB3Teacher(BaseTeacher):
         unknown = sorted(set(hp) - set(valid))
         if unknown:
             raise ValueError(f"{self.name}: unknown hyper-parameter(s) {unknown}; valid: {valid}")
+        if hp.get("action_mode", "layer") not in AGENT_ACTION_MODES:
+            raise ValueError(f"{self.name}: action_mode={hp['action_mode']!r}; valid: {list(AGENT_ACTION_MODES)}")
         if hp.get("observation", "summary") not in OBSERVATIONS:
             raise ValueError(f"{self.name}: observation={hp['observation']!r}; valid: {list(OBSERVATIONS)}")
+        if hp.get("action_mode") == "control" and hp.get("observation") == "summary":
+            raise ValueError(f"{self.name}: observation='summary' summarises the look-ahead's loss_grad, which "
+                             "action_mode='control' runs without; use observation='full' (student state and phi)")
         if not isinstance(hp.get("vector_env", False), bool):
             raise ValueError(f"{self.name}: vector_env={hp['vector_env']!r}; expected true or false")
         if hp.get("noise_type") is not None and hp["noise_type"] not in NOISES:
@@ -130,7 +150,8 @@ class SB3Teacher(BaseTeacher):
 
     @property
     def observation(self) -> str:
-        return self.hyperparams.get("observation", "summary")
+        """``summary`` (default with ``layer``) or ``full`` (default with ``control``: the student state and phi)."""
+        return self.hyperparams.get("observation", "full" if self.action_mode == "control" else "summary")
 
     @property
     def n_timesteps(self) -> int:
@@ -163,6 +184,8 @@ class SB3Teacher(BaseTeacher):
         env_kwargs: Optional[dict] = None,
         tensorboard_log: Optional[str] = None,
         progress: Optional[Callable[[int, int], Any]] = None,
+        callback: Any = None,
+        resume: Union[str, Path, None] = None,
     ) -> "SB3Teacher":
         """Train a new agent on episodes of ``task`` reset with ``seeds`` in turn.
 
@@ -170,7 +193,14 @@ class SB3Teacher(BaseTeacher):
         (task overrides such as ``teaching_steps`` and ``device`` included). TensorBoard logs are
         written under ``tensorboard_log`` only when it is given; without it nothing is written
         (SB3's default logger would leave an empty ``SB3-<date>`` folder in the temp dir each
-        time). ``progress(done, total)`` is called after each env step.
+        time). ``progress(done, total)`` is called after each env step. ``callback``: SB3
+        callbacks run during learning (``l2t train``'s evaluations); while they run, the teacher
+        acts with the current policy (:meth:`act`) and :meth:`save_training` snapshots the training.
+
+        ``resume``: a folder written by :meth:`save_training` of the same task, seeds and settings;
+        training continues from its policy, optimiser, normalisation statistics (and replay buffer)
+        and seed schedule up to ``total_timesteps`` in all. The episodes in flight when it was
+        written restart, so a resumed training is not bit-identical to an uninterrupted one.
         """
         hp = dict(self.hyperparams)
         seeds = [int(s) for s in seeds]
@@ -188,9 +218,14 @@ class SB3Teacher(BaseTeacher):
             groups = env_groups(venv.envs[0])
         algo_kwargs = {k: v for k, v in hp.items() if k not in ZOO_KEYS}
         norm = normalize_kwargs(hp.get("normalize", False), self.name)
+        resume = Path(resume) if resume is not None else None
+        state = self._read_training_state(resume, task, seeds) if resume is not None else None
         if norm is not None:
-            norm = {"gamma": algo_kwargs.get("gamma", 0.99), "norm_obs_keys": list(venv.observation_space.spaces), **norm}
-            venv = VecNormalize(venv, **norm)
+            if resume is not None:
+                venv = VecNormalize.load(str(resume / "vecnormalize.pkl"), venv)
+            else:
+                norm = {"gamma": algo_kwargs.get("gamma", 0.99), "norm_obs_keys": list(venv.observation_space.spaces), **norm}
+                venv = VecNormalize(venv, **norm)
         if "learning_rate" in algo_kwargs:
             algo_kwargs["learning_rate"] = learning_rate(algo_kwargs["learning_rate"])
         if hp.get("noise_type"):
@@ -198,22 +233,22 @@ class SB3Teacher(BaseTeacher):
             algo_kwargs["action_noise"] = NOISES[hp["noise_type"]](np.zeros(n_act), float(hp.get("noise_std", 0.1)) * np.ones(n_act))
         algo_kwargs.setdefault("device", "cpu")  # small MLPs: a GPU only adds transfers
         algo_kwargs.setdefault("verbose", 0)
-        model = self.algo(
-            hp.get("policy", "MultiInputPolicy"),
-            venv,
-            policy_kwargs=parse_policy_kwargs(hp.get("policy_kwargs")),
-            tensorboard_log=tensorboard_log,
-            seed=self.seed,
-            **algo_kwargs,
-        )
+        if resume is not None:
+            model = self.algo.load(resume / "model.zip", env=venv, device=algo_kwargs["device"], tensorboard_log=tensorboard_log)
+            if (resume / "replay_buffer.pkl").is_file():
+                model.load_replay_buffer(resume / "replay_buffer.pkl")
+            _set_seed_positions(venv, state["seed_positions"])
+        else:
+            model = self.algo(
+                hp.get("policy", "MultiInputPolicy"),
+                venv,
+                policy_kwargs=parse_policy_kwargs(hp.get("policy_kwargs")),
+                tensorboard_log=tensorboard_log,
+                seed=self.seed,
+                **algo_kwargs,
+            )
         if tensorboard_log is None:  # SB3's default logger makes an (empty) SB3-<date> folder in the temp dir
             model.set_logger(Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)] if model.verbose >= 1 else []))
-        start = time.perf_counter()
-        model.learn(total, callback=_Progress(progress, total) if progress else None, tb_log_name=self.name)
-        train_time = time.perf_counter() - start
-        self.model = model
-        self.vecnorm = self._frozen(venv) if norm is not None else None
-        venv.close()
         self.meta = {
             "task": task if isinstance(task, str) else getattr(task, "name", str(task)),
             "train_seeds": seeds,
@@ -221,11 +256,74 @@ class SB3Teacher(BaseTeacher):
             "timesteps_done": int(model.num_timesteps),
             "env_kwargs": env_kwargs,
             "groups": groups,
-            "train_time": train_time,
+            "train_time": float(state["train_time"]) if state else 0.0,
             "sb3_version": stable_baselines3.__version__,
         }
+        self.model, self._training_env = model, venv
+        self.vecnorm = self._frozen(venv) if norm is not None else None
+        callbacks = [] if callback is None else list(callback) if isinstance(callback, (list, tuple)) else [callback]
+        if progress:
+            callbacks.insert(0, _Progress(progress, total))
+        start = time.perf_counter()
+        train_time0 = self.meta["train_time"]
+        self._train_start = (start, train_time0)
+        remaining = total - int(model.num_timesteps)
+        if remaining > 0:
+            model.learn(remaining, callback=callbacks or None, tb_log_name=self.name, reset_num_timesteps=resume is None)
+        self.meta.update(timesteps_done=int(model.num_timesteps), train_time=train_time0 + time.perf_counter() - start)
+        self.vecnorm = self._frozen(venv) if norm is not None else None
+        self._training_env = None
+        venv.close()
         self.learning = False
         return self
+
+    # ------------------------------------------------------------------ during training
+    def refresh(self) -> None:
+        """Act with the policy as it is now (during :meth:`train`, from a callback): take the current
+        normalisation statistics, frozen, and the time and steps trained so far."""
+        venv = getattr(self, "_training_env", None)
+        if venv is None or self.model is None:
+            raise RuntimeError(f"{self.name}: refresh() is for callbacks while train() runs")
+        if isinstance(venv, VecNormalize):
+            self.vecnorm = self._frozen(venv)
+        start, before = self._train_start
+        self.meta.update(timesteps_done=int(self.model.num_timesteps), train_time=before + time.perf_counter() - start)
+
+    def save_training(self, path: Union[str, Path]) -> None:
+        """Snapshot a training in progress (from a callback) as a folder that ``train(resume=...)``
+        continues: the SB3 model with its optimiser, the live ``VecNormalize``, an off-policy
+        agent's replay buffer, the seed schedule's position. Written beside ``path``, renamed into place."""
+        venv = getattr(self, "_training_env", None)
+        if venv is None or self.model is None:
+            raise RuntimeError(f"{self.name}: save_training() is for callbacks while train() runs")
+        self.refresh()
+
+        def write(tmp: Path) -> None:
+            self.model.save(tmp / "model.zip")
+            if isinstance(venv, VecNormalize):
+                venv.save(str(tmp / "vecnormalize.pkl"))
+            if hasattr(self.model, "replay_buffer") and self.model.replay_buffer is not None:
+                self.model.save_replay_buffer(tmp / "replay_buffer.pkl")
+            state = {**self._info(), "seed_positions": _seed_positions(venv)}
+            (tmp / "training.json").write_text(json.dumps(state, indent=1))
+
+        _write_folder(Path(path), write)
+
+    def _read_training_state(self, path: Path, task: Any, seeds: list[int]) -> dict:
+        """``training.json`` of a :meth:`save_training` folder, checked against this training."""
+        file = path / "training.json"
+        if not file.is_file():
+            raise FileNotFoundError(f"{path} is not a training snapshot (no training.json; expected a folder written by save_training())")
+        state = json.loads(file.read_text())
+        self.check_saved_by_me(state.get("teacher"), path)
+        meta = state["meta"]
+        name = task if isinstance(task, str) else getattr(task, "name", str(task))
+        mismatch = {k: (meta[k], v) for k, v in (("task", name), ("train_seeds", seeds)) if meta.get(k) != v}
+        if state["hyperparams"] != self.hyperparams:
+            mismatch["hyperparams"] = (state["hyperparams"], self.hyperparams)
+        if mismatch:
+            raise ValueError(f"{path} was written by another training; differences (saved, now): {mismatch}")
+        return {"seed_positions": state["seed_positions"], "train_time": meta.get("train_time", 0.0)}
 
     @staticmethod
     def _frozen(vecnorm: VecNormalize) -> VecNormalize:
@@ -308,31 +406,51 @@ class SB3Teacher(BaseTeacher):
         self.vecnorm = self._frozen(vecnorm) if vecnorm is not None else None
         self.learning = False
 
-    def save(self, path: Union[str, Path]) -> None:
-        """Write the agent as a folder: ``model.zip``, ``vecnormalize.pkl``, ``teacher.json``.
-
-        The folder is written beside ``path`` and renamed into place, so that an interrupted save
-        never leaves a half-written agent that a later run would load.
-        """
-        if self.model is None:
-            raise RuntimeError(f"the {self.name} teacher has nothing to save: call train() first")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    def _write_files(self, tmp: Path) -> None:
         self.model.save(tmp / "model.zip")
         if self.vecnorm is not None:
             self.vecnorm.save(str(tmp / "vecnormalize.pkl"))
         (tmp / "teacher.json").write_text(json.dumps(self._info(), indent=1))
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Write the agent: ``model.zip``, ``vecnormalize.pkl`` and ``teacher.json`` in a folder, or,
+        for a ``path`` ending in ``.zip``, in one zip archive of those three files (one file to ship).
+
+        Written beside ``path`` and renamed into place, so that an interrupted save never leaves a
+        half-written agent that a later run would load.
+        """
+        if self.model is None:
+            raise RuntimeError(f"the {self.name} teacher has nothing to save: call train() first")
+        path = Path(path)
+        if path.suffix != ".zip":
+            _write_folder(path, self._write_files)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
+            self._write_files(Path(tmp))
+            archive = Path(tmp) / path.name
+            with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+                for name in ("model.zip", "vecnormalize.pkl", "teacher.json"):
+                    if (Path(tmp) / name).is_file():
+                        zf.write(Path(tmp) / name, name)
+            os.replace(archive, path)
 
     def load(self, path: Union[str, Path]) -> None:
-        """Load a folder written by :meth:`save`; the agent then acts frozen."""
+        """Load an agent written by :meth:`save` (a folder or a ``.zip``); the agent then acts frozen."""
         path = Path(path)
+        if path.is_file() and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                names = set(zf.namelist())
+                if "teacher.json" not in names or "model.zip" not in names:
+                    raise FileNotFoundError(f"{path} is not a saved {self.name} agent (expected teacher.json and model.zip inside, got {sorted(names)})")
+                info = json.loads(zf.read("teacher.json"))
+                self.check_saved_by_me(info.get("teacher"), path)
+                vecnorm = pickle.loads(zf.read("vecnormalize.pkl")) if "vecnormalize.pkl" in names else None
+                self._restore(info, io.BytesIO(zf.read("model.zip")), vecnorm)
+            return
         info_file = path / "teacher.json"
         if not info_file.is_file():
-            raise FileNotFoundError(f"{path} is not a saved {self.name} agent (no teacher.json; expected a folder written by save())")
+            raise FileNotFoundError(f"{path} is not a saved {self.name} agent (no teacher.json; expected a folder or .zip written by save())")
         info = json.loads(info_file.read_text())
         self.check_saved_by_me(info.get("teacher"), path)
         norm_file = path / "vecnormalize.pkl"
@@ -342,6 +460,46 @@ class SB3Teacher(BaseTeacher):
             with norm_file.open("rb") as fh:
                 vecnorm = pickle.load(fh)
         self._restore(info, path / "model.zip", vecnorm)
+
+
+def _write_folder(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` into a fresh folder beside ``path``, then rename it into place (replacing ``path``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def _schedules(venv: Any) -> list[Any]:
+    """The seed schedules of a training env: the ``SB3VecEnv`` or each sub-env's ``SeedSchedule``."""
+    while hasattr(venv, "venv") and not isinstance(venv, SB3VecEnv):
+        venv = venv.venv
+    if isinstance(venv, SB3VecEnv):
+        return [venv]
+    found = []
+    for env in venv.envs:
+        while not isinstance(env, SeedSchedule):
+            env = env.env
+        found.append(env)
+    return found
+
+
+def _seed_positions(venv: Any) -> list:
+    return [np.asarray(s._next).tolist() for s in _schedules(venv)]
+
+
+def _set_seed_positions(venv: Any, positions: list) -> None:
+    schedules = _schedules(venv)
+    if len(positions) != len(schedules):
+        raise ValueError(f"the snapshot has {len(positions)} seed schedules, this training {len(schedules)}: n_envs or vector_env differ")
+    for s, pos in zip(schedules, positions):
+        s._next = np.asarray(pos) if isinstance(s, SB3VecEnv) else int(pos)
 
 
 @register_teacher("ppo")

@@ -1,4 +1,4 @@
-"""``l2t``: the command line (``l2t teach``, ``l2t bench``, ``l2t list``)."""
+"""``l2t``: the command line (``l2t teach``, ``l2t bench``, ``l2t train``, ``l2t list``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from l2t_bench import bench, teach
+from l2t_bench import bench, teach, train
 from l2t_bench.allocator import keep_large_blocks
 from l2t_bench.numerics import is_pinned, run_pinned
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     teach.add_parser(sub)
     bench.add_parser(sub)
+    train.add_parser(sub)
     p = sub.add_parser("list", help="list built-in tasks, teachers and benchmark configs")
     p.set_defaults(func=list_things)
     return parser
