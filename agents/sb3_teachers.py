@@ -435,6 +435,19 @@ class SB3Teacher(BaseTeacher):
                         zf.write(Path(tmp) / name, name)
             os.replace(archive, path)
 
+    @staticmethod
+    def read_info(path: Union[str, Path]) -> dict:
+        """``teacher.json`` of a saved agent (folder or ``.zip``): its name, hyper-parameters and ``meta``
+        (task, training seeds, budget), without loading the model."""
+        path = Path(path)
+        if path.is_file() and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                if "teacher.json" in zf.namelist():
+                    return json.loads(zf.read("teacher.json"))
+        elif (path / "teacher.json").is_file():
+            return json.loads((path / "teacher.json").read_text())
+        raise FileNotFoundError(f"{path} is not a saved SB3 agent (expected a folder or .zip written by save(), holding teacher.json)")
+
     def load(self, path: Union[str, Path]) -> None:
         """Load an agent written by :meth:`save` (a folder or a ``.zip``); the agent then acts frozen."""
         path = Path(path)

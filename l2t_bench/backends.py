@@ -33,6 +33,7 @@ from l2t_bench.numerics import is_pinned, pinned_environment
 from l2t_bench.progress import BenchProgress
 from l2t_bench.runner import (
     RunFailure,
+    agent_label,
     agent_path,
     agent_work,
     batch_checkpoint_path,
@@ -99,7 +100,7 @@ class LocalBackend:
                 for each in group:
                     on_fail(RunFailure(each, *error))
                 continue
-            label = str(path.relative_to(out)) if path else None
+            label = agent_label(out, path)
             if cfg.batches(run.teacher):  # the seeds of a batching teacher: one vector env, one record each
                 try:
                     records = execute_batched(
@@ -275,7 +276,7 @@ def schedule(cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver
     def submit_waiting(path: Path, files: dict[str, bytes]) -> None:
         shared = tasks.share(files)  # one copy (in Ray's object store) for all the seeds
         for item in waiting[path]:
-            submit(item, shared, str(path.relative_to(out)))
+            submit(item, shared, agent_label(out, path))
 
     try:
         for group in batch_groups(cfg, pending):

@@ -22,10 +22,10 @@ from l2t_env.config_files import builtin_names, config_dir, read_yaml
 BENCH_KEYS = (
     "name", "description", "tasks", "teachers", "seeds", "train_seeds", "train_timesteps",
     "task_overrides", "env_kwargs", "device", "reference", "checkpoint_every", "resources", "max_retries", "imports",
-    "batch_seeds", "workers", "eval_every",
+    "batch_seeds", "workers", "eval_every", "train_eval",
 )
 TASK_ENTRY_KEYS = ("name", "label", "overrides", "resources")
-TEACHER_ENTRY_KEYS = ("name", "label", "kwargs", "env_kwargs", "pretrain", "resources", "grid")
+TEACHER_ENTRY_KEYS = ("name", "label", "kwargs", "env_kwargs", "pretrain", "resources", "grid", "load")
 #: monitored steps per episode when a bench sets no ``eval_every``: every teaching_steps // 20 steps
 DEFAULT_EVALUATIONS = 20
 PRETRAIN_KEYS = ("seeds", "episodes", "tasks", "online")
@@ -71,6 +71,10 @@ class TeacherSpec:
     grid_of: Optional[str] = None
     #: this grid point's values, e.g. ``{"q": 0.5}``
     grid_point: Optional[dict] = None
+    #: ``load:`` of the entry: a trained agent's file or folder, acting frozen instead of training here
+    agent_file: Optional[str] = None
+    #: sha256 of that agent's bytes (part of the run key: another agent is another run)
+    agent_sha256: Optional[str] = None
 
 
 @dataclass
@@ -119,6 +123,9 @@ class BenchConfig:
     #: record early stopping every N teaching steps (the env's ``monitor_every``); None: every
     #: ``teaching_steps // 20`` of each task; part of the run key
     eval_every: Optional[int] = None
+    #: ``train_eval: {every: N, seeds: [...]}``: while an SB3 agent trains, evaluate it every N env
+    #: steps on these held-out seeds (its learning curve); not part of any key
+    train_eval: Optional[dict] = None
     #: run only these task / teacher labels (``l2t bench --tasks/--teachers``); None = all
     only_tasks: Optional[list[str]] = None
     only_teachers: Optional[list[str]] = None
@@ -198,6 +205,33 @@ def _seed_list(value: Any, key: str) -> list[int]:
     if dupes:
         raise ValueError(f"{key} repeats seed(s) {dupes}")
     return list(value)
+
+
+def _agent_file(value: Any, probe: Any, name: str) -> tuple[str, str]:
+    """A ``load:`` path (as given, else relative to the repository holding ``configs/``), checked; and its sha256."""
+    if not callable(getattr(probe, "read_info", None)):
+        raise ValueError(f"teacher {name!r}: load={value!r}, but this teacher does not load saved agents (the SB3 teachers do)")
+    path = Path(str(value)).expanduser()
+    tried = [path]
+    if not path.is_absolute() and not path.exists():
+        path = config_dir("bench").parent.parent / path
+        tried.append(path)
+    if not path.exists():
+        raise FileNotFoundError(f"teacher {name!r}: load={value!r} not found (looked at {[str(p) for p in tried]})")
+    info = probe_info(path)
+    if info.get("teacher") != name:
+        raise ValueError(f"teacher {name!r}: {path} holds a {info.get('teacher')!r} agent")
+    digest = hashlib.sha256()
+    for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.read_bytes())
+    return str(path.resolve()), digest.hexdigest()
+
+
+def probe_info(path: Union[str, Path]) -> dict:
+    """A saved SB3 agent's ``teacher.json`` (see ``SB3Teacher.read_info``)."""
+    from l2t_agents.sb3_teachers import SB3Teacher
+
+    return SB3Teacher.read_info(path)
 
 
 def _mapping(value: Any, key: str) -> dict:
@@ -336,6 +370,10 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
         except TypeError as err:
             raise ValueError(f"teacher {e['name']!r}: bad kwargs {kwargs}: {err}") from err
         trainable = callable(getattr(probe, "train", None))
+        agent_file = agent_sha = None
+        if e.get("load") is not None:
+            agent_file, agent_sha = _agent_file(e["load"], probe, e["name"])
+            trainable = False  # trained elsewhere: acts frozen here
         env_kwargs = _env_kwargs(e.get("env_kwargs"), f"teacher {e['name']!r}: env_kwargs")
         pretrain = _pretrain_spec(e, probe, trainable, [t.label for t in tasks])
         teachers.append(
@@ -353,6 +391,8 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
                 baseline=bool(getattr(probe, "baseline", False)),
                 grid_of=grid_of,
                 grid_point=point,
+                agent_file=agent_file,
+                agent_sha256=agent_sha,
             )
         )
     _unique_labels(teachers, "teacher")
@@ -370,6 +410,13 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
                     f"teacher {t.label!r}: pretrain seeds and seeds share {shared}: a teacher must not be evaluated on a "
                     f"seed it was trained on; seeds={seeds}, pretrain seeds={t.pretrain.seeds}"
                 )
+    for t in teachers:
+        if t.agent_file is not None:
+            trained_on = probe_info(t.agent_file).get("meta", {}).get("train_seeds", [])
+            shared = sorted(set(seeds) & set(trained_on))
+            if shared:
+                raise ValueError(f"teacher {t.label!r}: the agent {t.agent_file} was trained on seed(s) {shared} of this bench's seeds; "
+                                 "a teacher must not be evaluated on a seed it was trained on")
     overlap = sorted(set(seeds) & set(train_seeds))
     if overlap:
         raise ValueError(
@@ -403,8 +450,26 @@ def load_bench_config(config: Union[str, Path, dict]) -> BenchConfig:
         batch_seeds=_flag(raw.get("batch_seeds", True), "batch_seeds"),
         workers=check_workers(raw.get("workers", 1), "bench config: workers"),
         eval_every=_eval_every(raw.get("eval_every")),
+        train_eval=_train_eval(raw.get("train_eval"), seeds, train_seeds),
         raw=raw,
     )
+
+
+def _train_eval(value: Any, seeds: list[int], train_seeds: list[int]) -> Optional[dict]:
+    """``train_eval: {every, seeds}`` checked: held-out seeds disjoint from the evaluation and training seeds."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"every", "seeds"}:
+        raise ValueError(f"bench config: train_eval={value!r}, expected a mapping with exactly 'every' (env steps) and 'seeds'")
+    every = value["every"]
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"bench config: train_eval.every={every!r}, expected an integer >= 1 (env steps between evaluations)")
+    held_out = _seed_list(value["seeds"], "train_eval.seeds")
+    for other, name in ((seeds, "seeds"), (train_seeds, "train_seeds")):
+        shared = sorted(set(held_out) & set(other))
+        if shared:
+            raise ValueError(f"bench config: train_eval.seeds and {name} share {shared}: the learning curve's seeds must be held out from both")
+    return {"every": every, "seeds": held_out}
 
 
 def _eval_every(value: Any) -> Optional[int]:
@@ -474,6 +539,8 @@ def config_hash(cfg: BenchConfig, task: TaskSpec, teacher: TeacherSpec, *, batch
     }
     if teacher.trainable:
         what.update(hyperparams=teacher.hyperparams, train_seeds=cfg.train_seeds, train_timesteps=cfg.timesteps(teacher))
+    if teacher.agent_file is not None:
+        what["agent_sha256"] = teacher.agent_sha256
     if teacher.pretrain is not None:
         what.update(pretrain=pretrain_hash(cfg, task, teacher), online=teacher.pretrain.online)
     if (cfg.batches(teacher) if batched is None else batched):

@@ -1,22 +1,18 @@
-"""Learning curves of SB3 teachers: the frozen agent evaluated on held-out seeds while it trains.
+"""Learning curves of SB3 teachers: their CSV rows and their figure (no SB3 needed to read them).
 
-:class:`LearningCurve` is an SB3 callback. Every ``every`` env steps (and before the first and
-after the last) it takes the policy as it is (``teacher.refresh()``), runs one episode on each
-held-out seed as one native vector env (the agent acting deterministically, as it will in
-evaluation), appends a row to a CSV file (:data:`COLUMNS`: env steps, wall time, the mean
-episode return, final and early-stopped test accuracy, each mean with a 95% bootstrap interval
-over the seeds), and saves the agent and a training snapshot (``--resume`` continues from it).
-:func:`plot_curves` draws one or many curves in one figure.
+A row (:data:`COLUMNS`) is one evaluation of the frozen agent on held-out seeds during training
+(:class:`l2t_bench.curve_callback.LearningCurve`): env steps, wall time, training episodes, and
+the mean episode return, final and early-stopped test accuracy, each with a 95% bootstrap
+interval over the seeds. :func:`plot_curves` draws one or many curves in one figure.
 """
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
-from stable_baselines3.common.callbacks import BaseCallback
 
 from l2t_bench.stats import bootstrap_ci
 
@@ -64,27 +60,32 @@ def append_row(path: Union[str, Path], row: dict[str, float]) -> None:
         writer.writerow({k: row[k] for k in COLUMNS})
 
 
-def plot_curves(curves: dict[str, Sequence[dict]], path: Union[str, Path], title: str = "") -> Path:
+def plot_curves(curves: dict, path: Union[str, Path], title: str = "") -> Path:
     """Mean episode return and final / early-stopped test accuracy against env steps, one line per
-    curve (label -> rows) with its 95% interval as a band, in one figure of three panels."""
+    curve with its 95% interval as a band: ``curves`` is ``{label: rows}`` (one row of three
+    panels) or ``{task: {label: rows}}`` (one row of panels per task), all in one figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    grid = curves if curves and all(isinstance(v, dict) for v in curves.values()) else {"": curves}
     panels = (("return", "mean episode return"), ("test_acc", "final test accuracy"), ("es_test_acc", "early-stopped test accuracy"))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for label, rows in curves.items():
-        if not rows:
-            continue
-        x = np.asarray([r["env_steps"] for r in rows])
-        for ax, (key, name) in zip(axes, panels):
-            mean = np.asarray([r[f"{key}_mean"] for r in rows])
-            line = ax.plot(x, mean, marker="o", ms=3, label=label)[0]
-            ax.fill_between(x, [r[f"{key}_ci_low"] for r in rows], [r[f"{key}_ci_high"] for r in rows], color=line.get_color(), alpha=0.2)
-            ax.set_xlabel("env steps (teaching steps) trained")
-            ax.set_ylabel(name)
-    axes[0].legend(fontsize=8)
+    fig, axes = plt.subplots(len(grid), 3, figsize=(15, 4.2 * len(grid)), squeeze=False)
+    for row_axes, (task, by_label) in zip(axes, grid.items()):
+        for label, rows in by_label.items():
+            if not rows:
+                continue
+            x = np.asarray([r["env_steps"] for r in rows])
+            for ax, (key, name) in zip(row_axes, panels):
+                mean = np.asarray([r[f"{key}_mean"] for r in rows])
+                line = ax.plot(x, mean, marker="o", ms=3, label=label)[0]
+                low, high = [r[f"{key}_ci_low"] for r in rows], [r[f"{key}_ci_high"] for r in rows]
+                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
+                ax.set_xlabel("env steps trained (one per student per teaching step)")
+                ax.set_ylabel(name)
+                ax.set_title(task, fontsize=10)
+        row_axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -93,95 +94,3 @@ def plot_curves(curves: dict[str, Sequence[dict]], path: Union[str, Path], title
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-class LearningCurve(BaseCallback):
-    """Evaluate the agent every ``every`` env steps while an :class:`~l2t_agents.sb3_teachers.SB3Teacher`
-    trains; append to ``csv_path``; save the agent at ``agent_path`` and a training snapshot at
-    ``snapshot_path`` after each evaluation (either may be None).
-
-    Args:
-        teacher: the teacher whose ``train()`` runs this callback.
-        make_eval_env: builds the vector env of the held-out seeds (called once, closed at the end).
-        eval_seeds: one episode per seed, all as one vector env.
-        every: env steps between evaluations (counted as SB3 counts them: one per sub-env step).
-        report: called with each row (a log line, a progress bar).
-        plot_path: redraw the curve there after each evaluation; ``label`` names it.
-
-    ``wall_time_s`` is the teacher's training time so far (``meta["train_time"]``, evaluations
-    included, summed over resumed parts); ``episodes`` counts the training episodes finished.
-    """
-
-    def __init__(
-        self,
-        teacher: Any,
-        make_eval_env: Callable[[], Any],
-        eval_seeds: Sequence[int],
-        every: int,
-        csv_path: Union[str, Path],
-        agent_path: Union[str, Path, None] = None,
-        snapshot_path: Union[str, Path, None] = None,
-        report: Optional[Callable[[dict], Any]] = None,
-        plot_path: Union[str, Path, None] = None,
-        label: str = "agent",
-    ) -> None:
-        super().__init__()
-        if every < 1:
-            raise ValueError(f"evaluation every {every} env steps; expected >= 1")
-        self.teacher, self.make_eval_env, self.eval_seeds = teacher, make_eval_env, [int(s) for s in eval_seeds]
-        self.every = int(every)
-        self.csv_path = Path(csv_path)
-        self.agent_path = None if agent_path is None else Path(agent_path)
-        self.snapshot_path = None if snapshot_path is None else Path(snapshot_path)
-        self.plot_path = None if plot_path is None else Path(plot_path)
-        self.report, self.label = report, label
-        self._env: Any = None
-        self._next = 0
-        self._episodes = 0
-
-    # ------------------------------------------------------------------ SB3 hooks
-    def _on_training_start(self) -> None:
-        rows = read_curve(self.csv_path)
-        done = int(self.num_timesteps)
-        self._next = (done // self.every + 1) * self.every if rows else done
-        self._episodes = int(rows[-1]["episodes"]) if rows else 0
-        if not rows or rows[-1]["env_steps"] < done:
-            self.evaluate()
-
-    def _on_step(self) -> bool:
-        for info in self.locals.get("infos", []):
-            self._episodes += int("episode" in info)
-        if self.num_timesteps >= self._next:
-            self.evaluate()
-        return True
-
-    def _on_training_end(self) -> None:
-        rows = read_curve(self.csv_path)
-        if not rows or rows[-1]["env_steps"] < self.num_timesteps:
-            self.evaluate()
-        if self._env is not None:
-            self._env.close()
-            self._env = None
-
-    # ------------------------------------------------------------------ evaluation
-    def evaluate(self) -> dict:
-        """Evaluate the policy as it is now, append the row, save agent and snapshot; return the row."""
-        from l2t_agents.evaluation import run_episodes
-
-        self.teacher.refresh()
-        if self._env is None:
-            self._env = self.make_eval_env()
-        records = run_episodes(self._env, self.teacher, self.eval_seeds)
-        steps = int(self.num_timesteps)
-        row = curve_row(steps, self.teacher.meta.get("train_time", 0.0), self._episodes, records)
-        append_row(self.csv_path, row)
-        if self.agent_path is not None:
-            self.teacher.save(self.agent_path)
-        if self.snapshot_path is not None:
-            self.teacher.save_training(self.snapshot_path)
-        if self.plot_path is not None:
-            plot_curves({self.label: read_curve(self.csv_path)}, self.plot_path)
-        self._next = (steps // self.every + 1) * self.every
-        if self.report is not None:
-            self.report(row)
-        return row

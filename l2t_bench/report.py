@@ -12,6 +12,7 @@ from rich.table import Table
 
 from l2t_bench.numerics import describe
 from l2t_bench.aggregate import aggregate, write_aggregate
+from l2t_bench.learning_curves import plot_curves, read_curve
 from l2t_bench.plots import fmt, plot_test_acc, plot_val_curves
 from l2t_bench.selection import mark_baselines, select_grid
 from l2t_bench.stats import summarise
@@ -96,6 +97,20 @@ def write_summary(rows: Sequence[dict], out: Union[str, Path], *, resamples: int
     return csv_path, md_path
 
 
+def plot_learning_curves(records: Sequence[dict], out: Path) -> list[Path]:
+    """``learning_curves.png``: the learning curves of the trained agents these records used (those
+    trained with the bench's ``train_eval``), one row of panels per task; [] when there are none."""
+    agents = {(r["task"], r["teacher"]): out / r["agent"] for r in records if r.get("agent")}
+    by_task: dict[str, dict[str, list]] = {}
+    for (task, teacher), folder in sorted(agents.items()):
+        rows = read_curve(folder / "learning_curve.csv") if folder.is_dir() else []
+        if rows:
+            by_task.setdefault(task, {})[teacher] = rows
+    if not by_task:
+        return []
+    return [plot_curves(by_task, out / "learning_curves.png", title="trained agents on held-out seeds (mean, 95% interval)")]
+
+
 def report(records: Sequence[dict], out: Union[str, Path], reference: str = "best", console: Optional[Console] = None) -> list[dict]:
     """Summarise records (with the tuned rows of grid entries, :func:`l2t_bench.selection.select_grid`)
     and write ``summary.csv``/``summary.md``/``val_curves.png``/``test_acc.png``."""
@@ -106,9 +121,10 @@ def report(records: Sequence[dict], out: Union[str, Path], reference: str = "bes
     curves = plot_val_curves(records, out / "val_curves.png")
     bars = plot_test_acc(rows, out / "test_acc.png", records)
     across = write_aggregate(aggregate(records), out) if reference == "best" else []
+    learning = plot_learning_curves(records, out)
     if console:
         console.print(summary_table(rows))
-        console.print(f"wrote {', '.join(str(p) for p in (csv_path, md_path, curves, bars, *across))}")
+        console.print(f"wrote {', '.join(str(p) for p in (csv_path, md_path, curves, bars, *across, *learning))}")
         if across:
             console.print((out / "aggregate.md").read_text().split("\n", 4)[-1], markup=False, highlight=False)
         if numerics := describe(records):

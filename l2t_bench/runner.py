@@ -49,11 +49,19 @@ def pretrained_path(out: Path, cfg: BenchConfig, run: RunSpec) -> Path:
 
 def agent_path(out: Path, cfg: BenchConfig, run: RunSpec) -> Optional[Path]:
     """Where the agent a run starts from lies (trained or pretrained), or None: a fresh teacher."""
+    if run.teacher.agent_file is not None:
+        return Path(run.teacher.agent_file)
     if run.teacher.trainable:
         return agent_dir(out, run)
     if run.teacher.pretrain is not None:
         return pretrained_path(out, cfg, run)
     return None
+
+
+def learning_curve_paths(path: Path) -> tuple[Path, Path]:
+    """Where a bench-trained agent's learning curve and training snapshot lie while it trains
+    (beside its folder; the curve moves into the folder when training ends)."""
+    return path.with_name(f".{path.name}.learning_curve.csv"), path.with_name(f".{path.name}.snapshot")
 
 
 def prepare_agent(
@@ -73,17 +81,38 @@ def prepare_agent(
     from l2t_agents import make_env, make_teacher
 
     apply_pins_if_flagged()
+    if run.teacher.agent_file is not None:
+        raise FileNotFoundError(f"teacher {run.teacher.label!r}: the agent {run.teacher.agent_file} named by load: is gone")
     teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
     if run.teacher.trainable:
+        env_kwargs = {**cfg.env_kwargs_for(run.teacher), **run.task.overrides, "device": cfg.device}
+        callback = snapshot = curve_file = None
+        if cfg.train_eval is not None:  # a learning curve, and a snapshot at each point that a rerun resumes from
+            from l2t_agents import make_vector_env
+            from l2t_bench.curve_callback import LearningCurve
+
+            curve_file, snapshot = learning_curve_paths(path)
+            seeds = cfg.train_eval["seeds"]
+            callback = LearningCurve(
+                teacher, lambda: make_vector_env(teacher, len(seeds), run.task.name, monitor_every=cfg.monitor_every(run.task), **env_kwargs),
+                seeds, cfg.train_eval["every"], curve_file, snapshot_path=snapshot, label=run.teacher.label,
+            )
         teacher.train(
             run.task.name,
             cfg.train_seeds,
             total_timesteps=cfg.timesteps(run.teacher),
-            env_kwargs={**cfg.env_kwargs_for(run.teacher), **run.task.overrides, "device": cfg.device},
+            env_kwargs=env_kwargs,
             tensorboard_log=str(tensorboard) if tensorboard else None,
             progress=progress,
+            callback=callback,
+            resume=snapshot if snapshot is not None and snapshot.is_dir() else None,
         )
         teacher.save(path)
+        if curve_file is not None:
+            import shutil
+
+            shutil.move(str(curve_file), str(path / "learning_curve.csv"))
+            shutil.rmtree(snapshot, ignore_errors=True)
         return
     from l2t_agents.pretraining import PretrainPlan, pretrain, save_pretrained
 
@@ -159,12 +188,13 @@ def load_teacher(run: RunSpec, agent: Optional[Path] = None) -> tuple[Any, Optio
     from l2t_agents import make_teacher
 
     teacher = make_teacher(run.teacher.name, **run.teacher.kwargs)
-    if not (run.teacher.trainable or run.teacher.pretrain is not None):
+    trained = run.teacher.trainable or run.teacher.agent_file is not None
+    if not (trained or run.teacher.pretrain is not None):
         return teacher, None
     if agent is None:
         raise ValueError(f"run {run.key}: teacher {run.teacher.label!r} starts from a trained agent, but none was given")
     teacher.load(agent)
-    if run.teacher.trainable:
+    if trained:
         teacher.learning = False
         return teacher, getattr(teacher, "meta", {}).get("train_time")
     from l2t_agents.pretraining import pretrained_meta
@@ -217,6 +247,16 @@ def execute_batched(
     finally:
         env.close()
     return [run_record(run, episode, agent_label, train_time, str(env.unwrapped.device)) for run, episode in zip(runs, episodes)]
+
+
+def agent_label(out: Path, path: Optional[Path]) -> Optional[str]:
+    """How a record names its agent: relative to the bench folder, or as given (a ``load:`` file elsewhere)."""
+    if path is None:
+        return None
+    try:
+        return str(path.relative_to(out))
+    except ValueError:
+        return str(path)
 
 
 def pack_agent(path: Path) -> dict[str, bytes]:

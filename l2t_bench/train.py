@@ -109,7 +109,7 @@ def train_agent(s: dict[str, Any], out: Path, *, resume: bool = False, tensorboa
     """Train as ``l2t train`` does with settings ``s`` (see :func:`settings_of`) into ``out``; return the teacher."""
     import l2t_env  # noqa: F401  (registers L2T-v0)
     from l2t_agents import make_teacher, make_vector_env
-    from l2t_bench.learning_curves import LearningCurve
+    from l2t_bench.curve_callback import LearningCurve
 
     teacher = make_teacher(s["agent"], config=s["config"], seed=s["seed"], n_envs=s["n_envs"], vector_env=True, **s["agent_args"])
     total = int(s["timesteps"] or teacher.n_timesteps)
