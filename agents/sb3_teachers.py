@@ -12,6 +12,13 @@ CPU allows. They therefore run with ``action_mode="layer"``: one scale per DLN l
 DLN), applied by the env to the normalised hypergradient of that layer, so ``a_l = 1`` is a
 normalised hypergradient step and the agent learns *how far* to step each layer, when.
 
+``action_mode: control`` (``configs/agents/*-control.yaml``) gives them an even smaller target, in
+the spirit of Adaptive Loss Alignment (Huang et al., ICML 2019): each teaching step the agent sets
+a robust loss's hyper-parameters (GCE's ``q``, SCE's ``alpha`` and ``beta``, ...) or the fused
+metric's weights (``loss="dfm"``) within bounded ranges, with no look-ahead (the env's
+``action_mode="control"``; the loss family is an env argument). Its observation is then ``full``:
+the student state and phi, a dozen numbers.
+
 For the same reason the default ``observation: summary`` gives the agent the student state (8
 numbers) and, per DLN layer, ``log10 rms(loss_grad)``, ``rms(phi)`` and ``mean(phi)``, instead of
 the raw 10,008-number Dict (``observation: full`` keeps that, for comparison). Every Dict key is
@@ -30,7 +37,10 @@ gives ``[N, n_act]`` actions, row by row those of each observation alone (to flo
 policy's matmuls on N rows and on one may round differently). So ``l2t bench`` evaluates a trained
 agent's seeds as one vector env (``batch_seeds``).
 
-A saved agent is a folder (:meth:`SB3Teacher.save`): ``model.zip`` (SB3's own format, loadable
+:meth:`SB3Teacher.train` takes SB3 callbacks (``l2t train``'s learning curve on held-out seeds)
+and resumes from a training snapshot (:meth:`SB3Teacher.save_training`).
+
+A saved agent is a folder, or one ``.zip`` of the same files (:meth:`SB3Teacher.save`): ``model.zip`` (SB3's own format, loadable
 with ``PPO.load`` etc.), ``vecnormalize.pkl`` (SB3's ``VecNormalize.save`` format; absent with
 ``normalize: false``) and ``teacher.json`` (hyper-parameters, observation mode, how and on what
 it was trained). Both SB3 files are pickles: load only agents you trust.

@@ -136,3 +136,21 @@ def test_bench_trains_with_a_learning_curve_and_plots_it(tmp_path):
     assert [int(r["env_steps"]) for r in _rows(agent)] == [0, 8, 16]
     assert not list((tmp_path / "out" / "agents").glob(".*"))  # the snapshot and the curve beside it are gone
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 0
+
+
+def test_curve_row_summarises_the_episodes_of_the_held_out_seeds():
+    from l2t_agents.evaluation import EpisodeRecord
+    from l2t_bench.learning_curves import curve_row
+
+    records = []
+    for i, (rewards, acc, monitored) in enumerate([([0.5, 0.25], 0.8, [0.6, 0.9]), ([1.0, -0.5], 0.6, [0.7, 0.5])]):
+        r = EpisodeRecord("ppo", "t", i, final={"test_acc": acc})
+        r.curves["reward"] = rewards
+        r.curves.update(monitor_step=[0, 1], monitor_val_acc=[0.1, 0.2] if i == 0 else [0.3, 0.2], monitor_test_acc=monitored)
+        records.append(r)
+    row = curve_row(100, 12.345, 7, records)
+    assert row["env_steps"] == 100 and row["wall_time_s"] == 12.35 and row["episodes"] == 7
+    assert row["return_mean"] == pytest.approx(0.625)  # (0.75 + 0.5) / 2
+    assert row["test_acc_mean"] == pytest.approx(0.7)
+    assert row["es_test_acc_mean"] == pytest.approx((0.9 + 0.7) / 2)  # each seed's test acc at its best val step
+    assert row["test_acc_ci_low"] == pytest.approx(0.6) and row["test_acc_ci_high"] == pytest.approx(0.8)
