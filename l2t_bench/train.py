@@ -119,6 +119,11 @@ def train_agent(s: dict[str, Any], out: Path, *, resume: bool = False, tensorboa
     if every < 1:
         raise ValueError(f"--eval-every {every}: expected an integer >= 1")
     env_kwargs = merge_overrides(s["env_kwargs"], {**s["task_overrides"], "device": s["device"]})
+    if tensorboard:
+        try:
+            import tensorboard as _  # noqa: F401
+        except ImportError as err:
+            raise ImportError(f"--tensorboard needs the tensorboard package ({err}): pip install 'l2t-env[sb3]'") from err
     snapshot = out / "snapshot"
     if resume and not snapshot.is_dir():
         raise FileNotFoundError(f"--resume: no training snapshot in {out} (expected {snapshot}); run without --resume to start")
