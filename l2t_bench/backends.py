@@ -170,13 +170,16 @@ def import_ray() -> Any:
     return ray
 
 
-def _remote_prepare(cfg: BenchConfig, run: RunSpec, name: str, tensorboard: Optional[str]) -> dict[str, bytes]:
-    """Ray task: train or pretrain the run's teacher in a scratch folder; return its files (the driver saves them)."""
+def _remote_prepare(cfg: BenchConfig, run: RunSpec, name: str, tensorboard: Optional[str], keep: Optional[str] = None) -> dict[str, bytes]:
+    """Ray task: train or pretrain the run's teacher in a scratch folder; return its files (the driver saves them).
+
+    ``keep``: a folder on a disk the driver shares (local worker processes) for what must outlive a
+    killed worker: a training's learning curve and snapshot, which the rerun resumes from."""
     keep_large_blocks()
     import_modules(cfg.imports)
     with tempfile.TemporaryDirectory(prefix="l2t-agent-") as tmp:
         path = Path(tmp) / name
-        prepare_agent(cfg, run, path, tensorboard=Path(tensorboard) if tensorboard else None)
+        prepare_agent(cfg, run, path, tensorboard=Path(tensorboard) if tensorboard else None, keep=Path(keep) if keep else None)
         return pack_agent(path)
 
 
@@ -236,6 +239,7 @@ class TaskRunner(Protocol):
     """Where :func:`schedule` sends its tasks: Ray (:class:`_RayTasks`) or worker processes (:class:`_PoolTasks`)."""
 
     where: str  # for progress lines: "as a Ray task", "in a worker process"
+    shared_disk: bool  # whether tasks see the driver's files (local workers) or not (Ray)
 
     def submit(self, fn: Callable[..., Any], args: tuple, run: RunSpec, what: str) -> Any: ...
 
@@ -287,7 +291,8 @@ def schedule(cfg: BenchConfig, out: Path, pending: list[RunSpec], driver: Driver
                 ready.append(item)
                 continue
             if path not in waiting and not path.exists():
-                handle = tasks.submit(_remote_prepare, (cfg, run, path.name, str(tensorboard) if tensorboard else None), run, f"agent {path.name}")
+                keep = str(path.resolve().parent) if tasks.shared_disk else None
+                handle = tasks.submit(_remote_prepare, (cfg, run, path.name, str(tensorboard) if tensorboard else None, keep), run, f"agent {path.name}")
                 in_flight[handle] = ("agent", path)
                 driver.progress.note("{} ({} steps), {}".format(*agent_work(cfg, run), tasks.where))
             waiting[path].append(item)
@@ -328,6 +333,7 @@ class _RayTasks:
     """Each task a Ray task with the run's resources and the config's ``max_retries``."""
 
     where = "as a Ray task"
+    shared_disk = False
 
     def __init__(self, ray: Any, cfg: BenchConfig) -> None:
         self.ray, self.cfg = ray, cfg
@@ -379,6 +385,7 @@ class _PoolTasks:
     """
 
     where = "in a worker process"
+    shared_disk = True
 
     def __init__(self, workers: int, threads: int) -> None:
         import multiprocessing

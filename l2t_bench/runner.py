@@ -72,10 +72,13 @@ def prepare_agent(
     tensorboard: Optional[Path] = None,
     progress: Optional[Callable[[int, int], Any]] = None,
     log: Optional[Callable[[str], Any]] = None,
+    keep: Optional[Path] = None,
 ) -> None:
     """Train (``train:`` SB3 agents) or pretrain (``pretrain:`` entries) the teacher of ``run`` and
     save it at ``path``; ``progress(done, total)`` follows env steps or episodes, ``log`` gets a
-    line per pretraining episode."""
+    line per pretraining episode. With the bench's ``train_eval`` the learning curve and the
+    training snapshot lie in ``keep`` (default beside ``path``) while it trains, and a snapshot
+    found there is resumed."""
     import time
 
     from l2t_agents import make_env, make_teacher
@@ -91,7 +94,7 @@ def prepare_agent(
             from l2t_agents import make_vector_env
             from l2t_bench.curve_callback import LearningCurve
 
-            curve_file, snapshot = learning_curve_paths(path)
+            curve_file, snapshot = learning_curve_paths(keep / path.name if keep is not None else path)
             seeds = cfg.train_eval["seeds"]
             callback = LearningCurve(
                 teacher, lambda: make_vector_env(teacher, len(seeds), run.task.name, monitor_every=cfg.monitor_every(run.task), **env_kwargs),

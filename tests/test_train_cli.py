@@ -154,3 +154,38 @@ def test_curve_row_summarises_the_episodes_of_the_held_out_seeds():
     assert row["test_acc_mean"] == pytest.approx(0.7)
     assert row["es_test_acc_mean"] == pytest.approx((0.9 + 0.7) / 2)  # each seed's test acc at its best val step
     assert row["test_acc_ci_low"] == pytest.approx(0.6) and row["test_acc_ci_high"] == pytest.approx(0.8)
+
+
+def test_bench_training_killed_mid_way_resumes_from_its_snapshot(tmp_path, monkeypatch):
+    """A training that dies after its 8-step point is resumed there by the rerun (in ``keep``):
+    the curve goes on from 8, not from 0, and nothing is left beside the agent."""
+    from l2t_bench.config import plan_runs
+    from l2t_bench.curve_callback import LearningCurve
+    from l2t_bench.runner import agent_dir, learning_curve_paths, prepare_agent
+
+    cfg = load_bench_config({
+        "name": "resume-test", "tasks": [{"name": "digits-mlp", "overrides": TINY_OVERRIDES}],
+        "teachers": [{"name": "ppo", "kwargs": {"config": "ppo-control", "n_envs": 2, "vector_env": True, "n_steps": 4, "batch_size": 8,
+                                                "n_epochs": 1}, "env_kwargs": {"loss": "gce"}}],
+        "seeds": [0], "train_seeds": [100, 101], "train_timesteps": 24, "device": "cpu", "train_eval": {"every": 8, "seeds": [200]},
+    })
+    run = plan_runs(cfg)[0]
+    path, keep = agent_dir(tmp_path / "out", run), tmp_path / "keep"
+    original = LearningCurve.evaluate
+
+    def dies_after_8(self):
+        row = original(self)
+        if row["env_steps"] >= 8:
+            raise RuntimeError("worker killed")
+        return row
+
+    monkeypatch.setattr(LearningCurve, "evaluate", dies_after_8)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        prepare_agent(cfg, run, path, keep=keep)
+    curve, snapshot = learning_curve_paths(keep / path.name)
+    assert snapshot.is_dir() and not path.exists()
+    monkeypatch.setattr(LearningCurve, "evaluate", original)
+    prepare_agent(cfg, run, path, keep=keep)
+    assert [int(r["env_steps"]) for r in _rows(path)] == [0, 8, 16, 24]
+    assert not curve.exists() and not snapshot.exists()
+    assert make_teacher("ppo").read_info(path)["meta"]["timesteps_done"] == 24
