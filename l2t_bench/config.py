@@ -208,13 +208,16 @@ def _seed_list(value: Any, key: str) -> list[int]:
 
 
 def _agent_file(value: Any, probe: Any, name: str) -> tuple[str, str]:
-    """A ``load:`` path (as given, else relative to the repository holding ``configs/``), checked; and its sha256."""
+    """A ``load:`` path, checked, and its sha256: as given (relative to the working directory), else
+    among the agents shipped with the package (``trained/...``: ``agents/trained/`` in a clone)."""
     if not callable(getattr(probe, "read_info", None)):
         raise ValueError(f"teacher {name!r}: load={value!r}, but this teacher does not load saved agents (the SB3 teachers do)")
     path = Path(str(value)).expanduser()
     tried = [path]
     if not path.is_absolute() and not path.exists():
-        path = config_dir("bench").parent.parent / path
+        import l2t_agents
+
+        path = Path(l2t_agents.__file__).resolve().parent / path
         tried.append(path)
     if not path.exists():
         raise FileNotFoundError(f"teacher {name!r}: load={value!r} not found (looked at {[str(p) for p in tried]})")
