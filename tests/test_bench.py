@@ -190,7 +190,7 @@ def _write(folder: Path, cfg: dict) -> Path:
         ({"tasks": ["no-such-task"]}, r"unknown task 'no-such-task'; valid:"),
         ({"tasks": [{"name": "digits-mlp", "overrides": {"teachin_steps": 3}}]}, r"unknown task config key\(s\) \['teachin_steps'\]"),
         ({"seedz": [1]}, r"unknown key\(s\) \['seedz'\]; valid: \[.*'seeds'"),
-        ({"teachers": [{"name": "ce", "kwarg": {}}]}, r"unknown key\(s\) \['kwarg'\]; valid: \['name', 'label', 'kwargs', 'env_kwargs', 'pretrain', 'resources', 'grid'\]"),
+        ({"teachers": [{"name": "ce", "kwarg": {}}]}, r"unknown key\(s\) \['kwarg'\]; valid: \['name', 'label', 'kwargs', 'env_kwargs', 'pretrain', 'resources', 'grid', 'load'\]"),
         ({"teachers": ["ce", "ce"]}, r"label\(s\) \['ce'\] appear twice"),
         ({"seeds": [0, 0]}, r"seeds repeats seed\(s\) \[0\]"),
         ({"teachers": [{"name": "hypergrad", "kwargs": {"lrr": 1}}]}, r"teacher 'hypergrad': bad kwargs"),
