@@ -278,12 +278,14 @@ class SB3Teacher(BaseTeacher):
         train_time0 = self.meta["train_time"]
         self._train_start = (start, train_time0)
         remaining = total - int(model.num_timesteps)
-        if remaining > 0:
-            model.learn(remaining, callback=callbacks or None, tb_log_name=self.name, reset_num_timesteps=resume is None)
-        self.meta.update(timesteps_done=int(model.num_timesteps), train_time=train_time0 + time.perf_counter() - start)
-        self.vecnorm = self._frozen(venv) if norm is not None else None
-        self._training_env = None
-        venv.close()
+        try:
+            if remaining > 0:
+                model.learn(remaining, callback=callbacks or None, tb_log_name=self.name, reset_num_timesteps=resume is None)
+            self.meta.update(timesteps_done=int(model.num_timesteps), train_time=train_time0 + time.perf_counter() - start)
+            self.vecnorm = self._frozen(venv) if norm is not None else None
+        finally:
+            self._training_env = None
+            venv.close()
         self.learning = False
         return self
 
@@ -438,7 +440,7 @@ class SB3Teacher(BaseTeacher):
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
             self._write_files(Path(tmp))
-            archive = Path(tmp) / path.name
+            archive = Path(tmp) / ".archive.zip"  # not a member's name, whatever path is called
             with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
                 for name in ("model.zip", "vecnormalize.pkl", "teacher.json"):
                     if (Path(tmp) / name).is_file():
@@ -527,27 +529,27 @@ def _set_seed_positions(venv: Any, positions: list) -> None:
 
 @register_teacher("ppo")
 class PPOTeacher(SB3Teacher):
-    """PPO (on-policy, clipped surrogate) on the per-layer action."""
+    """PPO (on-policy, clipped surrogate), on the per-layer or the control action."""
 
     algo = PPO
 
 
 @register_teacher("a2c")
 class A2CTeacher(SB3Teacher):
-    """A2C (on-policy, synchronous advantage actor-critic) on the per-layer action."""
+    """A2C (on-policy, synchronous advantage actor-critic), on the per-layer or the control action."""
 
     algo = A2C
 
 
 @register_teacher("sac")
 class SACTeacher(SB3Teacher):
-    """SAC (off-policy, maximum-entropy, squashed Gaussian) on the per-layer action."""
+    """SAC (off-policy, maximum-entropy, squashed Gaussian), on the per-layer or the control action."""
 
     algo = SAC
 
 
 @register_teacher("td3")
 class TD3Teacher(SB3Teacher):
-    """TD3 (off-policy, deterministic, twin critics) on the per-layer action."""
+    """TD3 (off-policy, deterministic, twin critics), on the per-layer or the control action."""
 
     algo = TD3

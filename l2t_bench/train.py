@@ -166,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         changed = {k: (before.get(k), s[k]) for k in SAME_ON_RESUME if before.get(k) != s[k]}
         if changed:
             raise ValueError(f"--resume with other settings than {record} (before, now): {changed}")
+    if not args.resume and (out / "learning_curve.csv").exists():  # before train.json is rewritten
+        raise ValueError(f"{out} already holds a training (learning_curve.csv); pass --resume to continue it, or another --out")
     out.mkdir(parents=True, exist_ok=True)
     if not args.resume:
         record.write_text(json.dumps({"command": shlex.join(["l2t", *sys.argv[1:]]), "settings": s}, indent=1))

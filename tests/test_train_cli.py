@@ -75,7 +75,9 @@ def test_resume_continues_to_the_new_budget_and_refuses_other_settings(trained, 
                  "--eval-seeds", "200-202", "--eval-every", "4", "--quiet", "--out", str(out), "--timesteps", "40", "--resume"])
     assert code == 2 and "'eval_every': (8, 4)" in capsys.readouterr().err
     assert [int(r["env_steps"]) for r in _rows(out)][-1] == 32  # the refused resume changed nothing
+    before = (out / "train.json").read_text()
     assert _train(out, "--timesteps", "40") == 2  # a finished folder is not overwritten without --resume
+    assert (out / "train.json").read_text() == before
 
 
 def test_train_refuses_overlapping_seeds_and_a_resume_without_snapshot(tmp_path, capsys):
