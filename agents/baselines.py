@@ -6,6 +6,10 @@
   the last ``fraction`` (default 0.2) of the teaching steps.
 - ``fixed``: the DLN frozen at its initialisation (zero action).
 - ``random``: uniform random actions, seeded.
+- ``constant``: the same action every step (``action=[...]``). In ``action_mode="control"`` that
+  is one fixed loss of the family (e.g. fixed weights of the fused metric): with a bench ``grid:``
+  over ``action``, the best fixed loss of the family chosen per seed on the validation split, the
+  ceiling a teacher that changes the loss over time has to beat.
 - ``hypergrad``: memoryless gradient teacher, ``phi <- phi - lr * loss_grad`` (the paper's
   "without memory" ablation). The move is clipped to the env's action bound, so like the LSTM
   teacher it moves phi by at most ``action_scale`` per coordinate per step.
@@ -141,6 +145,37 @@ class RandomTeacher(BaseTeacher):
             rng = np.random.default_rng()
             rng.bit_generator.state = rng_state
             self.rngs.append(rng)
+
+
+@register_teacher("constant")
+class ConstantTeacher(BaseTeacher):
+    """The same action every teaching step: in ``action_mode="control"`` a fixed loss of the family."""
+
+    env_kwargs = {"lookahead": "off"}
+    batched = True
+    baseline = True  # a fixed loss, no teacher: a simple method the teachers are compared with
+
+    def __init__(self, action: Any = (0.0,)) -> None:
+        super().__init__()
+        a = np.asarray(action, dtype=np.float32).reshape(-1)
+        if not (a.size and np.isfinite(a).all()):
+            raise ValueError(f"constant: action={action!r}, expected a non-empty list of finite numbers")
+        self.action = a
+
+    def reset(self, env) -> None:
+        super().reset(env)
+        space = env.unwrapped.single_action_space if is_vector_env(env) else env.action_space
+        if space.shape != self.action.shape:
+            raise ValueError(f"constant: action has {self.action.size} entries, the env's action space is {space}")
+
+    def act(self, obs: Any) -> np.ndarray:
+        return np.broadcast_to(self.action, self.env.action_space.shape).astype(np.float32).copy()
+
+    def state_dict(self) -> dict:
+        return {"action": self.action.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.action = np.asarray(state["action"], dtype=np.float32)
 
 
 @register_teacher("hypergrad")

@@ -88,3 +88,20 @@ def test_control_mode_refuses_a_family_without_ranges_and_bad_actions_leave_the_
         env.step(np.array([np.nan], np.float32))
     obs, *_ = env.step(np.array([1.0], np.float32))
     assert obs["loss_params"][0] == pytest.approx(1.0)
+
+
+def test_constant_teacher_holds_one_loss_of_the_family_single_and_batched():
+    from l2t_agents import make_teacher, make_vector_env, run_episode, run_episodes
+    from l2t_agents.evaluation import make_env
+
+    kwargs = dict(loss="dfm", loss_kwargs={"metrics": ["ce", "gce", "rce"]}, action_mode="control", **{k: v for k, v in TINY.items() if k != "lookahead"})
+    teacher = make_teacher("constant", action=[-1.0, 1.0, 0.0])  # weights ce 0, gce 1, rce 0.5
+    env = make_env(teacher, **kwargs)
+    single = run_episode(env, teacher, seed=4)
+    np.testing.assert_allclose(env.unwrapped.phi.numpy(), [0.0, 1.0, 0.5], atol=1e-7)
+    venv = make_vector_env(teacher, 2, **kwargs)
+    batched = run_episodes(venv, teacher, [4, 5])
+    np.testing.assert_allclose(venv.unwrapped.phi.numpy(), [[0.0, 1.0, 0.5]] * 2, atol=1e-7)
+    assert batched[0].final["test_acc"] == pytest.approx(single.final["test_acc"], abs=1e-6)
+    with pytest.raises(ValueError, match=r"constant: action has 2 entries, the env's action space is Box"):
+        make_teacher("constant", action=[0.0, 0.0]).reset(make_env(teacher, **kwargs))
