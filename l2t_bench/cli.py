@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from l2t_bench import bench, teach, train
@@ -22,6 +23,11 @@ def list_things(args: argparse.Namespace) -> int:
         names = sorted(n for n, e in missing.items() if e == extra)
         print(f"          not installed: {', '.join(names)} (pip install 'l2t-env[{extra}]')")
     print("benches:  " + ", ".join(builtin_names("bench")))
+    import l2t_agents
+
+    trained = sorted(p.name for p in (Path(l2t_agents.__file__).resolve().parent / "trained").glob("*.zip"))
+    if trained:
+        print("trained agents (load: trained/NAME in a bench config): " + ", ".join(trained))
     return 0
 
 
