@@ -125,10 +125,7 @@ def train_agent(s: dict[str, Any], out: Path, *, resume: bool = False, tensorboa
         except ImportError as err:
             raise ImportError(f"--tensorboard needs the tensorboard package ({err}): pip install 'l2t-env[sb3]'") from err
     snapshot = out / "snapshot"
-    if resume and not snapshot.is_dir():
-        raise FileNotFoundError(f"--resume: no training snapshot in {out} (expected {snapshot}); run without --resume to start")
-    if not resume and (out / "learning_curve.csv").exists():
-        raise ValueError(f"{out} already holds a training (learning_curve.csv); pass --resume to continue it, or another --out")
+    check_out(out, resume)
 
     def eval_env() -> Any:
         return make_vector_env(teacher, len(s["eval_seeds"]), s["task"], monitor_every=_monitor_every(s, env_kwargs), **env_kwargs)
@@ -144,6 +141,14 @@ def train_agent(s: dict[str, Any], out: Path, *, resume: bool = False, tensorboa
     )
     teacher.save(out / "agent.zip")
     return teacher
+
+
+def check_out(out: Path, resume: bool) -> None:
+    """A fresh training needs a folder without one; ``--resume`` needs the snapshot."""
+    if resume and not (out / "snapshot").is_dir():
+        raise FileNotFoundError(f"--resume: no training snapshot in {out} (expected {out / 'snapshot'}); run without --resume to start")
+    if not resume and (out / "learning_curve.csv").exists():
+        raise ValueError(f"{out} already holds a training (learning_curve.csv); pass --resume to continue it, or another --out")
 
 
 def _monitor_every(s: dict[str, Any], env_kwargs: dict) -> int:
@@ -166,8 +171,7 @@ def run(args: argparse.Namespace) -> int:
         changed = {k: (before.get(k), s[k]) for k in SAME_ON_RESUME if before.get(k) != s[k]}
         if changed:
             raise ValueError(f"--resume with other settings than {record} (before, now): {changed}")
-    if not args.resume and (out / "learning_curve.csv").exists():  # before train.json is rewritten
-        raise ValueError(f"{out} already holds a training (learning_curve.csv); pass --resume to continue it, or another --out")
+    check_out(out, args.resume)  # before train.json is rewritten
     out.mkdir(parents=True, exist_ok=True)
     if not args.resume:
         record.write_text(json.dumps({"command": shlex.join(["l2t", *sys.argv[1:]]), "settings": s}, indent=1))
