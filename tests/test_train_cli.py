@@ -191,3 +191,30 @@ def test_bench_training_killed_mid_way_resumes_from_its_snapshot(tmp_path, monke
     assert [int(r["env_steps"]) for r in _rows(path)] == [0, 8, 16, 24]
     assert not curve.exists() and not snapshot.exists()
     assert make_teacher("ppo").read_info(path)["meta"]["timesteps_done"] == 24
+
+
+def test_shipped_agents_load_and_act_and_were_trained_on_other_seeds():
+    """Every agent in agents/trained loads with this code, acts in the control env it was trained
+    in, and was trained on seeds disjoint from those the built-in benches evaluate on (quick's 0-7,
+    rl-transfer's 0-9)."""
+    from pathlib import Path
+
+    import l2t_agents
+    from l2t_agents.sb3_teachers import SB3Teacher
+
+    files = sorted((Path(l2t_agents.__file__).resolve().parent / "trained").glob("*.zip"))
+    assert len(files) == 6
+    for file in files:
+        info = SB3Teacher.read_info(file)
+        teacher = make_teacher(info["teacher"])
+        teacher.load(file)
+        assert teacher.action_mode == "control" and teacher.meta["timesteps_done"] >= 100_000
+        assert not set(teacher.meta["train_seeds"]) & set(range(10))
+        assert file.name == f"{info['teacher']}-control-{teacher.meta['task']}.zip"
+        env_kwargs = {k: v for k, v in teacher.meta["env_kwargs"].items() if k != "device"}
+        env = make_vector_env(teacher, 2, teacher.meta["task"], device="cpu", teaching_steps=3, **env_kwargs)
+        obs, _ = env.reset(seed=[0, 1])
+        teacher.reset(env)
+        action = teacher.act(obs)
+        assert action.shape == (2, 3) and np.all(np.abs(action) <= 1)
+        env.close()
