@@ -248,7 +248,9 @@ class L2TEnv(gym.Env):
     statistics, the latest look-ahead) as CPU tensors and plain values; ``torch.save`` it.
     ``load_state_dict(sd)``, or ``env.reset(options={"state": sd})`` through wrappers, continues
     that episode in this or a freshly made env of the same task, loss family and settings: on CPU
-    the rest of the episode is bit-identical to the uninterrupted run. ``observation()`` returns the
+    the rest of the episode is bit-identical to the uninterrupted run (in another process, with
+    ``MKL_CBWR=COMPATIBLE`` or ``--pin-numerics``; without it MKL may round the last float32 bit
+    differently there: docs/reproducibility.md). ``observation()`` returns the
     current observation. A state of another task or loss family raises, naming both.
 
     ## Where the rules live
