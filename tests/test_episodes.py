@@ -119,7 +119,7 @@ def test_sigkilled_teach_resumes_to_the_uninterrupted_record(tmp_path):
     as an uninterrupted ``l2t teach`` in a process of its own.
 
     All three processes run with MKL's conditional numerical reproducibility (``MKL_CBWR``, as
-    ``--pin-numerics`` sets it): without it about one resumed process in nine took an MKL path that
+    ``--pin-numerics`` sets it): without it about one resumed process in ten took an MKL path that
     rounds the last float32 bit differently (docs/reproducibility.md), whatever the checkpoint held."""
     steps = 40
     common = [
