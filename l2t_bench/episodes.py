@@ -152,21 +152,43 @@ def run_checkpointed_episode(
             on_resume(record.steps)
     else:
         record, obs = start_episode(env, teacher, seed)
-    last = record.steps
+    step = _checkpointing(
+        on_step, teacher, every, record.steps, ended=lambda info: "final" in info,
+        write=lambda: write_checkpoint(path, env, teacher, seed, record),
+    )
+    result = run_episode(env, teacher, seed, on_step=step, resume=(record, obs))
+    _remove_checkpoint(path)
+    return result
+
+
+def _checkpointing(
+    on_step: Optional[Callable[[int, dict], Any]],
+    teacher: Teacher,
+    every: int,
+    last: int,
+    ended: Callable[[dict], bool],
+    write: Callable[[], Any],
+) -> Callable[[int, dict], None]:
+    """The ``on_step`` of a checkpointed run (one episode or a batch): pass the step on, then
+    ``write()`` once ``every`` teaching steps have passed since ``last`` (the previous checkpoint or
+    the resume point), the teacher can be saved, and the episodes have not ``ended(info)``."""
 
     def step(t: int, info: dict) -> None:
         nonlocal last
         if on_step is not None:
             on_step(t, info)
         ready = getattr(teacher, "checkpointable", lambda: True)()
-        if "final" not in info and t - last >= every and ready:
-            write_checkpoint(path, env, teacher, seed, record)
+        if t - last >= every and ready and not ended(info):
+            write()
             last = t
 
-    result = run_episode(env, teacher, seed, on_step=step, resume=(record, obs))
+    return step
+
+
+def _remove_checkpoint(path: Path) -> None:
+    """A finished run leaves no checkpoint (nor a half-written one) behind."""
     for leftover in (path, path.with_name(path.name + ".tmp")):
         leftover.unlink(missing_ok=True)
-    return result
 
 
 def write_batch_checkpoint(path: Union[str, Path], env: gym.vector.VectorEnv, teacher: Teacher, seeds: Sequence[int], records: list[EpisodeRecord]) -> None:
@@ -222,18 +244,10 @@ def run_checkpointed_episodes(
             on_resume(max(record.steps for record in records))
     else:
         records, obs = start_episodes(env, teacher, seeds)
-    last = max(record.steps for record in records)
-
-    def step(t: int, info: dict) -> None:
-        nonlocal last
-        if on_step is not None:
-            on_step(t, info)
-        ready = getattr(teacher, "checkpointable", lambda: True)()
-        if t - last >= every and ready and not all(record.final for record in records):
-            write_batch_checkpoint(path, env, teacher, seeds, records)
-            last = t
-
+    step = _checkpointing(
+        on_step, teacher, every, max(record.steps for record in records), ended=lambda info: all(record.final for record in records),
+        write=lambda: write_batch_checkpoint(path, env, teacher, seeds, records),
+    )
     result = run_episodes(env, teacher, seeds, on_step=step, resume=(records, obs))
-    for leftover in (path, path.with_name(path.name + ".tmp")):
-        leftover.unlink(missing_ok=True)
+    _remove_checkpoint(path)
     return result
