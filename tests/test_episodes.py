@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
+from pathlib import Path
 import time
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from processes import kill_once_written  # noqa: E402
 
 import l2t_env  # noqa: F401
 from l2t_agents import make_env, make_teacher, run_episode
@@ -130,13 +133,7 @@ def test_sigkilled_teach_resumes_to_the_uninterrupted_record(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "MKL_CBWR": "COMPATIBLE"}
     out = tmp_path / "killed"
     checkpoint = out / "checkpoints" / "l2t-dln_digits-mlp_seed1.pt"
-    proc = subprocess.Popen([*args, str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]  # killed, not finished
+    kill_once_written([*args, str(out)], env, checkpoint)
     assert checkpoint.is_file() and not list(out.glob("*.json"))
     rerun = subprocess.run([*args, str(out)], env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]

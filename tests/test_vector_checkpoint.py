@@ -5,16 +5,18 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from processes import kill_once_written  # noqa: E402
 
 import l2t_env  # noqa: F401
 from l2t_agents import make_teacher, make_vector_env, run_episodes
@@ -211,13 +213,7 @@ def test_sigkilled_batched_bench_resumes_to_the_uninterrupted_records(tmp_path):
     checkpoint = batch_checkpoint_path(out, group)
     args = [sys.executable, "-m", "l2t_bench.cli", "bench", "--config", str(config_file), "--out", str(out), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]  # killed, not finished
+    kill_once_written(args, env, checkpoint)
     assert checkpoint.is_file() and not (out / "runs.jsonl").exists()
     saved_at = torch.load(checkpoint, weights_only=False)["records"][0]["steps"]
     assert 3 <= saved_at < 40
