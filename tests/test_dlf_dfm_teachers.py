@@ -46,17 +46,23 @@ def test_dlf_teacher_starts_at_the_ce_surrogate():
     assert torch.equal(phi, env.unwrapped.loss_family.init_params(0, torch.device("cpu"), torch.float64))
 
 
-def test_dlf_teacher_gradient_matches_central_finite_differences_in_float64():
-    teacher = L2TDLFTeacher(hidden=8)
+def _started_off_zero(teacher):
+    """A tiny float64 env reset with seed 0, the teacher started on it and its weights moved off
+    the zero head (so that every weight has a gradient): env, observation, core env, parameters,
+    and the generator that moved them (the test draws on from it)."""
     env = tiny(teacher)
     obs, _ = env.reset(seed=0)
     teacher.reset(env)
-    core = env.unwrapped
     gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # move off the zero head, so that every weight has a gradient
+    with torch.no_grad():
         for p in teacher.net.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-    params = list(teacher.net.parameters())
+    return env, obs, env.unwrapped, list(teacher.net.parameters()), gen
+
+
+def test_dlf_teacher_gradient_matches_central_finite_differences_in_float64():
+    teacher = L2TDLFTeacher(hidden=8)
+    env, obs, core, params, gen = _started_off_zero(teacher)
 
     def measure() -> torch.Tensor:
         return core.unrolled_val_loss(teacher.parameters_for(obs), measure=teacher.measure)
@@ -227,15 +233,7 @@ def test_dfm_teacher_gradient_matches_central_finite_differences_in_float64():
     """The gradient the L2T-DFM teacher's update uses (the look-ahead measure, back through the
     metric weights to the GRU and head), against central differences of that measure."""
     teacher = L2TDFMTeacher()
-    env = tiny(teacher)
-    obs, _ = env.reset(seed=0)
-    teacher.reset(env)
-    core = env.unwrapped
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # move off the zero head, so that every weight has a gradient
-        for p in teacher.net.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-    params = list(teacher.net.parameters())
+    env, obs, core, params, gen = _started_off_zero(teacher)
     hidden = teacher.hidden.clone()
     horizon = teacher.config.horizon
     steps = None if horizon is None else min(int(horizon), core.config.unroll_steps)
